@@ -52,6 +52,8 @@ DEFAULT_MAX_NEW_TOKENS = {"pubmedqa": 10, "mmlu": 5}  # the reference study's ge
 CPU_BUDGET_BYTES = 2 * 2**30  # memory a CPU batch may use
 GPU_FREE_FRACTION = 0.7  # share of free GPU memory a batch may use
 MAX_AUTO_BATCH = {"cpu": 64, "cuda": 256}  # beyond this, bigger batches buy no speed
+MAX_PADDING = 0.08  # pad tokens allowed per real token in a batch (prompts differ in length)
+MIN_BATCH_TOKENS = 8192  # real tokens a batch holds before the padding limit applies
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,12 +192,19 @@ def fixed_budget(batch_size: int) -> BatchBudget:
     return BatchBudget(batch_size, math.inf, 0.0, 0.0, 0.0)
 
 
-def next_batch(lengths: Sequence[int], order: Sequence[int], start: int, budget: BatchBudget, new_tokens: int) -> int:
-    """How many prompts from `order[start:]` (sorted longest first) go into the next batch."""
+def next_batch(lengths: Sequence[int], order: Sequence[int], start: int, budget: BatchBudget, new_tokens: int,
+               max_padding: float = MAX_PADDING) -> int:
+    """How many prompts from `order[start:]` (sorted longest first) go into the next batch: as many
+    as the budget allows while pad tokens stay within `max_padding` of the batch's tokens — once a
+    batch holds `MIN_BATCH_TOKENS` real tokens (enough to keep the matrix units busy), a prompt much
+    shorter than the batch's longest starts the next batch instead of being padded."""
     padded = lengths[order[start]]
-    count = 1
+    count, real = 1, padded
     while start + count < len(order) and budget.fits(count + 1, padded, new_tokens):
-        count += 1
+        longer = real + lengths[order[start + count]]
+        if real >= MIN_BATCH_TOKENS and padded * (count + 1) > (1 + max_padding) * longer:
+            break
+        count, real = count + 1, longer
     return count
 
 
