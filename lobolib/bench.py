@@ -42,7 +42,16 @@ def _build_model(shape: dict, device: torch.device, dtype: torch.dtype):
     with torch.device("meta"):
         model = MistralForCausalLM(config)
     model = model.to(dtype=dtype).to_empty(device=device)
+    _rebuild_rotary(model, device)
     return model.eval()
+
+
+def _rebuild_rotary(model, device) -> None:
+    """`to_empty` leaves buffers uninitialised: rebuild the rotary embedding's frequencies."""
+    rotary = model.model.rotary_emb
+    with torch.device("cpu"):
+        fresh = type(rotary)(config=model.config)  # the constructor's signature differs across versions
+    model.model.rotary_emb = fresh.to(device)
 
 
 @torch.no_grad()
@@ -363,6 +372,27 @@ def real_items(data_dir):
     }
 
 
+def bench_inputs(model, data_dir=None, tokenizer_dir=None, seed: int = 0):
+    """(tokenizer, {benchmark: items}, description): the real items from `data_dir` with the
+    tokenizer in `tokenizer_dir` when both are given, else synthetic prompts with the measured
+    token-length distribution (the paper's item counts on a GPU, a few on the CPU)."""
+    if data_dir and tokenizer_dir:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+        item_sets, prompts = real_items(data_dir), "real items, real tokenizer"
+    else:
+        tokenizer = synthetic_tokenizer(model.config.vocab_size)
+        counts = PAPER_ITEMS if next(model.parameters()).is_cuda else CPU_SWEEP_ITEMS
+        item_sets = {b: synthetic_items(tokenizer, b, n, seed) for b, n in counts.items()}
+        prompts = "synthetic prompts, measured token-length distribution"
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, item_sets, prompts
+
+
 def reference_loop(model, tokenizer, items, max_new_tokens: int) -> None:
     """The reference study's evaluation loop: one question at a time through `generate`, then its
     own answer rule. Kept only as the baseline of the benchmark."""
@@ -432,20 +462,7 @@ def bench_sweep(device=None, shape=None, *, data_dir=None, tokenizer_dir=None, l
     dtype = torch.bfloat16 if on_gpu else torch.float32
     model = _build_model(shape, device, dtype)
     _fill(model, seed)
-    if data_dir and tokenizer_dir:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-        item_sets, prompts = real_items(data_dir), "real items, real tokenizer"
-    else:
-        tokenizer = synthetic_tokenizer(model.config.vocab_size)
-        counts = PAPER_ITEMS if on_gpu else CPU_SWEEP_ITEMS
-        item_sets = {b: synthetic_items(tokenizer, b, n, seed) for b, n in counts.items()}
-        prompts = "synthetic prompts, measured token-length distribution"
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    tokenizer, item_sets, prompts = bench_inputs(model, data_dir, tokenizer_dir, seed)
 
     def run_lobolib(sets, progress=False):
         for benchmark, items in sets.items():
@@ -532,3 +549,132 @@ def format_sweep_table(result: dict) -> str:
     for key in ("mean_prompt_tokens", "seconds_per_question", "reference_seconds_per_question"):
         lines.append(f"  {key:<36} " + ", ".join(f"{b} {v:.4g}" for b, v in result[key].items()))
     return "\n".join(lines)
+
+
+
+# =============================================================================================
+# Several GPUs: data-parallel throughput, and a 7B model sharded under a dual-T4 memory budget.
+
+
+def bench_data_parallel(*, data_dir=None, tokenizer_dir=None, level: float = 0.5, seed: int = 0,
+                        store_dir=None, out=None) -> dict | None:
+    """Data-parallel sweep step against one GPU, in one launch (`accelerate launch
+    --num_processes N -m lobolib bench data-parallel`): first the main process evaluates every
+    item alone while the others wait, then `sweep.run_sweep` runs the same level with every
+    process on its shard and the main process writes the merged cell into a scratch store, which
+    is then checked (every item once, nothing lost or duplicated). Returns the result on the main
+    process (None elsewhere)."""
+    import shutil
+    import tempfile
+
+    from lobolib.distributed import barrier, current_shard
+    from lobolib.evaluate import evaluate
+    from lobolib.store import RecordStore
+    from lobolib.sweep import run_sweep
+
+    shard = current_shard()
+    device = torch.device("cuda", int(__import__("os").environ.get("LOCAL_RANK", 0)))
+    torch.cuda.set_device(device)
+    model = _build_model({}, device, torch.bfloat16)
+    _fill(model, seed)
+    tokenizer, item_sets, prompts = bench_inputs(model, data_dir, tokenizer_dir, seed)
+    for benchmark, items in item_sets.items():  # warm-up on every GPU
+        evaluate(model, tokenizer, items[:4], model_name="bench", sparsity=0.0, progress=False)
+    prune.magnitude_prune(model, level)
+    total = sum(len(items) for items in item_sets.values())
+
+    barrier(shard)
+    single_s = None
+    if shard.is_main:
+        single_s = _timed(lambda: [evaluate(model, tokenizer, items, model_name="bench", sparsity=level,
+                                            progress=False) for items in item_sets.values()], device)
+    root = Path(store_dir or Path(tempfile.gettempdir()) / "lobolib-bench-data-parallel")
+    if shard.is_main:
+        shutil.rmtree(root, ignore_errors=True)
+    barrier(shard)
+    store = RecordStore(root)
+    parallel_s = _timed(lambda: run_sweep(model, tokenizer, model_name="bench", levels=[level], item_sets=item_sets,
+                                          store=store, progress=False, shard=shard), device)
+    barrier(shard)
+    if not shard.is_main:
+        return None
+    frame = store.read()
+    expected = {(b, it.id) for b, items in item_sets.items() for it in items}
+    stored = list(zip(frame["benchmark"], frame["item_id"]))
+    result = {
+        "device": f"{shard.world} x {torch.cuda.get_device_name(device)}",
+        "date": time.strftime("%Y-%m-%d"),
+        "prompts": prompts,
+        "items": {b: len(items) for b, items in item_sets.items()},
+        "processes": shard.world,
+        "single_gpu_questions_per_s": total / single_s,
+        "data_parallel_questions_per_s": total / parallel_s,
+        "data_parallel_speedup": single_s / parallel_s,
+        "records_complete": set(stored) == expected and len(stored) == len(expected),
+    }
+    print("bench data-parallel: " + ", ".join(f"{k} {_fmt(v, '.4g') if isinstance(v, float) else v}"
+                                               for k, v in result.items()))
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
+
+
+def bench_sharded(*, max_memory=None, card_gib: float = 15.0, dtype=torch.float16, level: float = 0.5,
+                  data_dir=None, tokenizer_dir=None, seed: int = 0, out=None) -> dict:
+    """The dual-T4 budget: Mistral-7B sharded over two GPUs by an accelerate device map with
+    max_memory 14 GiB each, every GPU left with `card_gib` (a T4's 15 GiB) free by a ballast
+    allocation (so the automatic batch size sees a T4's free memory), fp16 (T4s have no bf16). Runs the whole sweep step
+    — global pruning, then both benchmarks — and reports peak memory per card."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from lobolib.evaluate import evaluate
+
+    max_memory = max_memory or {0: "14GiB", 1: "14GiB"}
+    cards = sorted(k for k in max_memory if isinstance(k, int))
+    ballast = []  # what a T4 lacks, held so that free memory looks like a T4's to the batch sizer
+    for card in cards:
+        free, _ = torch.cuda.mem_get_info(card)
+        if free > card_gib * GIB:
+            ballast.append(torch.empty(int(free - card_gib * GIB), dtype=torch.uint8, device=card))
+    base_gib = {card: torch.cuda.memory_allocated(card) / GIB for card in cards}
+    with torch.device("meta"):
+        model = MistralForCausalLM(MistralConfig())
+    model = model.to(dtype)
+    device_map = infer_auto_device_map(model, max_memory=max_memory, dtype=dtype,
+                                       no_split_module_classes=list(model._no_split_modules))
+    for name, where in device_map.items():
+        module = model.get_submodule(name) if name else model
+        module.to_empty(device=torch.device("cuda", where) if isinstance(where, int) else where)
+    _fill(model, seed)
+    _rebuild_rotary(model, torch.device("cuda", device_map.get("model.rotary_emb", cards[0])))
+    model = dispatch_model(model, device_map=device_map)
+    model.eval()
+    tokenizer, item_sets, prompts = bench_inputs(model, data_dir, tokenizer_dir, seed)
+    for card in cards:
+        torch.cuda.reset_peak_memory_stats(card)
+    weights_gib = {card: torch.cuda.memory_allocated(card) / GIB - base_gib[card] for card in cards}
+    first = torch.device("cuda", cards[0])
+    prune_s = _timed(lambda: prune.magnitude_prune(model, level, scope="global"), first)
+    prune_peak = {card: torch.cuda.max_memory_allocated(card) / GIB - base_gib[card] for card in cards}
+    eval_s = {b: _timed(lambda: evaluate(model, tokenizer, items, model_name="bench", sparsity=level,
+                                         progress=False), first) for b, items in item_sets.items()}
+    result = {
+        "device": f"{len(cards)} x {torch.cuda.get_device_name(first)} capped at {card_gib} GiB each",
+        "date": time.strftime("%Y-%m-%d"),
+        "dtype": str(dtype).replace("torch.", ""),
+        "max_memory": {str(k): v for k, v in max_memory.items()},
+        "device_map_cards": {str(c): sum(1 for v in device_map.values() if v == c) for c in cards},
+        "prompts": prompts,
+        "items": {b: len(items) for b, items in item_sets.items()},
+        "weights_gib": weights_gib,
+        "global_prune_s": prune_s,
+        "global_prune_peak_gib": prune_peak,
+        "eval_s": eval_s,
+        "peak_gib": {card: torch.cuda.max_memory_allocated(card) / GIB - base_gib[card] for card in cards},
+        "sparsity_pruned": prune.sparsity_report(model)["pruned"],
+    }
+    print("bench sharded: " + json.dumps(result, default=str))
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result

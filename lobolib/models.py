@@ -268,7 +268,7 @@ def _load_weights(spec: dict):
     }
     device_map = spec["device_map"]
     if device_map is None and torch.cuda.is_available():
-        device_map = "cuda:0"
+        device_map = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"  # data-parallel: one GPU per process
     if device_map in PLACEMENT_STRATEGIES and not torch.cuda.is_available():
         device_map = None  # CPU only: everything lands on the CPU anyway
     if device_map is not None and device_map != "cpu":

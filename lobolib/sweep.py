@@ -32,6 +32,7 @@ import pandas as pd
 
 from lobolib import prune, store as store_module
 from lobolib.benchmarks import Item
+from lobolib.distributed import Shard, barrier, current_shard, gather_in_order, shard_items
 from lobolib.errors import LoboError
 from lobolib.evaluate import evaluate
 from lobolib.store import RecordStore, sparsity_key
@@ -178,6 +179,7 @@ def run_sweep(
     include_lm_head: bool = False,
     eval_options: Mapping | None = None,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> pd.DataFrame:
     """Prune `model` in place through ascending `levels` and evaluate every missing cell.
 
@@ -191,6 +193,10 @@ def run_sweep(
     with `evaluate(..., **eval_options)` (keys: max_new_tokens, batch_size, template, shots) and
     written to `store` at once. On return the model is pruned to the highest level that had a
     missing cell (unchanged when nothing was missing).
+
+    Data parallel (`shard`, default: `distributed.current_shard()`): under a launcher with N
+    processes each evaluates its shard of every cell's items and the main process writes the merged
+    cell (see lobolib.distributed); every process must call run_sweep with the same arguments.
 
     Returns one summary row per (level, benchmark): model, sparsity, benchmark, status ("evaluated"
     or "stored"), n_items, accuracy (invalid counts as wrong), invalid_rate, loglik_accuracy,
@@ -206,6 +212,9 @@ def run_sweep(
     _check_item_sets(item_sets)
     options = _check_eval_options(eval_options)
     benchmarks = list(item_sets)
+    shard = shard or current_shard()
+    progress = progress and shard.is_main
+    barrier(shard)  # every process sees the same store before deciding what is missing
     missing = set(missing_cells(store, model_name, keys, benchmarks))
     if missing:
         _check_not_pruned_beyond(model, min(level for level, _ in missing), include_lm_head)
@@ -215,17 +224,22 @@ def run_sweep(
         todo = [b for b in benchmarks if (level, b) in missing]
         if todo and level > 0:
             prune.magnitude_prune(model, level, scope=scope, include_lm_head=include_lm_head)
-        if todo:
+        if todo and shard.is_main:
             report = prune.sparsity_report(model, include_lm_head=include_lm_head)
             record_sparsity(store, model_name, level, report, scope=scope, include_lm_head=include_lm_head)
+        barrier(shard)
         achieved = read_sparsity(store, model_name).get("levels", {}).get(f"{level:.4f}", {}).get("pruned", math.nan)
         for benchmark in benchmarks:
             if benchmark in todo:
                 started = time.perf_counter()
-                records = evaluate(model, tokenizer, item_sets[benchmark], model_name=model_name,
+                items = item_sets[benchmark]
+                records = evaluate(model, tokenizer, shard_items(items, shard), model_name=model_name,
                                    sparsity=level, progress=progress, **options)
+                records = gather_in_order(records, shard, len(items))
                 seconds = time.perf_counter() - started
-                store.write(model_name, benchmark, level, records)
+                if shard.is_main:
+                    store.write(model_name, benchmark, level, records)
+                barrier(shard)
                 summary, status = _cell_summary(_records_frame(records)), "evaluated"
             else:
                 frame = store.read(models=[model_name], benchmarks=[benchmark], sparsities=[level])
