@@ -1,0 +1,133 @@
+"""Command line: ``python -m lobolib run|rescore|bench``.
+
+    python -m lobolib run [parameters/X.yaml] [--set key=value ...]
+        Run the experiment: notebooks 01-04 into outputs/<run>/, then outputs/<run>/report.html.
+        Default parameters: parameters/default.yaml (embedded models, offline, CPU, minutes).
+        A rerun (or a run after a crash) reuses every record already on disk.
+    python -m lobolib rescore [parameters/X.yaml | outputs/<run>] [--set key=value ...]
+        Re-run notebooks 02-04 on the records already in the run folder, evaluating nothing.
+    python -m lobolib bench prune [--device cpu|cuda]
+        Time the pruning kernel (lobolib.bench.bench_prune).
+    python -m lobolib bench [--out FILE.json] [--device cpu|cuda] [--data-dir D --tokenizer-dir T] [--level 0.5]
+        Measure sweep throughput (lobolib.bench.bench_sweep).
+
+A user error (bad parameters, a missing file) prints one line "error: ..." and exits 2; a notebook
+that fails otherwise prints one line naming the notebook and cell and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lobolib.errors import LoboError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and exit 2, like every other user error."""
+
+    def error(self, message: str):
+        raise LoboError(f"{message} (see: {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m lobolib", description="Prune language models level by level and measure what they still know.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run an experiment (notebooks 01-04, report.html)")
+    run.add_argument("parameters", nargs="?", default="parameters/default.yaml", help="parameters/X.yaml")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a parameter, e.g. --set sparsity.step=0.1 or --set models.0.dtype=float16")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    rescore = commands.add_parser("rescore", help="re-analyse existing records (notebooks 02-04, no evaluation)")
+    rescore.add_argument("target", nargs="?", default="parameters/default.yaml",
+                         help="parameters/X.yaml or a run folder outputs/<run>")
+    rescore.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    rescore.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    bench = commands.add_parser("bench", help="benchmarks of the toolkit itself (pruning kernel, sweep throughput)")
+    bench.add_argument("what", nargs="?", choices=["prune", "sweep"], default="sweep")
+    bench.add_argument("--device", default=None, help="cpu or cuda (bench prune)")
+    bench.add_argument("--out", default=None, help="write the results as JSON to this file")
+    bench.add_argument("--data-dir", default=None, help="bench sweep: real items from this folder (with --tokenizer-dir)")
+    bench.add_argument("--tokenizer-dir", default=None, help="bench sweep: tokenizer for the real items")
+    bench.add_argument("--level", type=float, default=None, help="bench sweep: the sparsity level pruned (default 0.5)")
+    return parser
+
+
+def _config(target: str, overrides: list[str]):
+    from lobolib import config, runner
+
+    path = Path(target)
+    if path.is_dir():
+        loaded = runner.config_of_run(path)
+        return config.from_dict(config.apply_overrides(loaded.to_dict(), overrides))
+    return config.load_config(path, overrides)
+
+
+def _run(args) -> int:
+    from lobolib import runner
+
+    config = _config(args.parameters, args.overrides)
+    report = runner.run(config, progress=not args.quiet)
+    print(f"report: {report}")
+    return 0
+
+
+def _rescore(args) -> int:
+    from lobolib import runner
+
+    config = _config(args.target, args.overrides)
+    if not (config.output_dir / "records").is_dir():
+        raise LoboError(f"no records in {config.output_dir}: run `python -m lobolib run` first")
+    report = runner.run(config, notebooks=runner.RESCORE_NOTEBOOKS, evaluate=False, progress=not args.quiet)
+    print(f"report: {report}")
+    return 0
+
+
+def _bench(args) -> int:
+    import json
+
+    from lobolib import bench
+
+    if args.what == "prune":
+        result = bench.bench_prune(device=args.device)  # prints its table
+        if args.out is not None:
+            Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+        return 0
+    bench_sweep = getattr(bench, "bench_sweep", None)
+    if bench_sweep is None:
+        print("error: the sweep benchmark (lobolib.bench.bench_sweep) is not available in this version", file=sys.stderr)
+        return 2
+    given = {"out": args.out, "device": args.device, "data_dir": args.data_dir,
+             "tokenizer_dir": args.tokenizer_dir, "level": args.level}  # fmt: skip
+    bench_sweep(**{key: value for key, value in given.items() if value is not None})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    from lobolib.runner import NotebookFailed
+
+    try:
+        args = build_parser().parse_args(argv)
+        return {"run": _run, "rescore": _rescore, "bench": _bench}[args.command](args)
+    except LoboError as exc:
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except NotebookFailed as exc:
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: the records written so far are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

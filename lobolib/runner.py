@@ -1,0 +1,406 @@
+"""Run an experiment: execute the four notebooks with papermill, then render one report page.
+
+`run(config)` executes notebooks/01_baseline, 02_prune_sweep, 03_bias_analysis and
+04_error_cases in order into ``<outputs>/<run>/notebooks/``, each with the resolved parameters
+injected into its tagged ``parameters`` cell, and renders ``<outputs>/<run>/report.html``: the
+executed notebooks on one page with a table of contents, plotly figures interactive and plotly.js
+embedded once (the page works offline). The run folder is never wiped: records already on disk
+are reused, so a killed run resumes where it stopped.
+
+A notebook that fails raises `NotebookFailed` naming the notebook and the cell; the CLI prints it
+on one line (exit 2 when the cause is a LoboError, a user error; 1 otherwise).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from lobolib.config import RunConfig, from_dict
+from lobolib.errors import LoboError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+NOTEBOOKS = ("01_baseline", "02_prune_sweep", "03_bias_analysis", "04_error_cases")
+RESCORE_NOTEBOOKS = NOTEBOOKS[1:]
+PARAMETERS_FILE = "parameters.yaml"  # the resolved parameters, written into the run folder
+
+
+@dataclass(eq=False)
+class NotebookFailed(Exception):
+    """A notebook stopped with an error in one of its cells."""
+
+    notebook: str
+    cell: int | None  # index in the executed notebook (the injected-parameters cell counts)
+    execution_count: int | None
+    ename: str
+    evalue: str
+    path: Path
+
+    @property
+    def user_error(self) -> bool:
+        """True when the cell raised a LoboError: something in the parameters or data to fix."""
+        return self.ename == "LoboError"
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.user_error else 1
+
+    def __str__(self) -> str:
+        where = f"cell {self.cell}" if self.cell is not None else "an unknown cell"
+        if self.execution_count is not None:
+            where += f" [{self.execution_count}]"
+        evalue = " ".join(self.evalue.split())
+        cause = evalue if self.user_error else f"{self.ename}: {evalue}"
+        return f"{cause} (notebook {self.notebook}, {where}; see {self.path})"
+
+
+def run(
+    config: RunConfig,
+    *,
+    notebooks: Sequence[str] | None = None,
+    evaluate: bool = True,
+    progress: bool = True,
+    notebook_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Execute `notebooks` (default: all four, from `notebook_dir`, default notebooks/) for
+    `config` and render the report; returns the report's path.
+
+    `evaluate=False` (rescore) tells notebook 02 not to run models or import logs but to analyse
+    the records already in the run folder.
+    """
+    from tqdm.auto import tqdm
+
+    notebooks = list(NOTEBOOKS if notebooks is None else notebooks)
+    notebook_dir = Path(NOTEBOOK_DIR if notebook_dir is None else notebook_dir)
+    run_dir = config.output_dir
+    (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+    write_parameters(config, run_dir)
+    record_manifest(run_dir, {"parameters": config.to_dict(), "notebooks": list(notebooks)})
+    parameters = {"config": config.to_dict(), "interactive": False, "evaluate": evaluate}
+    executed = []
+    with tqdm(list(notebooks), desc="notebooks", unit="notebook", disable=not progress, file=sys.stderr) as bar:
+        for name in bar:
+            bar.set_postfix_str(name)
+            executed.append(execute(notebook_dir / f"{name}.ipynb", run_dir, parameters, progress=progress))
+    earlier = [run_dir / "notebooks" / f"{name}.ipynb" for name in NOTEBOOKS if name not in notebooks]
+    shown = sorted([*executed, *(path for path in earlier if path.is_file())], key=lambda path: path.name)
+    return render_report(run_dir, shown, config)
+
+
+def execute(notebook: Path, run_dir: Path, parameters: dict, *, progress: bool = True) -> Path:
+    """Run one notebook with papermill into <run_dir>/notebooks/; raise NotebookFailed on an error."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    if not notebook.is_file():
+        raise LoboError(f"notebook not found: {notebook}")
+    output = run_dir / "notebooks" / notebook.name
+    env_before = os.environ.get("TQDM_MININTERVAL")
+    os.environ["TQDM_MININTERVAL"] = env_before or "2"  # bars in saved notebooks: few redraws
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=parameters,
+            cwd=str(PROJECT_ROOT),
+            kernel_name="python3",
+            progress_bar=False,
+            stderr_file=_ProgressOnly(sys.stderr) if progress else None,
+            coalesce_streams=True,
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter in the terminal
+        )
+    except PapermillExecutionError as exc:
+        raise NotebookFailed(
+            notebook=notebook.stem, cell=exc.cell_index, execution_count=exc.exec_count,
+            ename=exc.ename, evalue=str(exc.evalue), path=output,
+        ) from None
+    except (KeyboardInterrupt, LoboError):
+        raise
+    except Exception as exc:  # the kernel died (out of memory?) or could not start
+        raise NotebookFailed(
+            notebook=notebook.stem, cell=None, execution_count=None, ename=type(exc).__name__,
+            evalue=str(exc) or repr(exc), path=output,
+        ) from None
+    finally:
+        if env_before is None:
+            os.environ.pop("TQDM_MININTERVAL", None)
+    return output
+
+
+class _ProgressOnly:
+    """A file-like sink that passes only progress-bar redraws of the kernel's stderr to the
+    terminal (the sweep's bars), not its warnings (those stay in the executed notebook)."""
+
+    _BAR = re.compile(r"\d+%\||\d+it \[|it/s\]|s/it\]")
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        pieces = [p for p in re.split(r"(?<=[\r\n])", text) if self._BAR.search(p)]
+        if pieces:
+            self.stream.write("\r" + pieces[-1].strip("\r\n"))
+            self.stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+# ----------------------------------------------------------------------------- parameters and manifest
+
+
+def write_parameters(config: RunConfig, run_dir: str | os.PathLike) -> Path:
+    """Write the resolved parameters as <run_dir>/parameters.yaml (what `rescore <run_dir>` reads)."""
+    path = Path(run_dir) / PARAMETERS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def config_of_run(run_dir: str | os.PathLike) -> RunConfig:
+    """The parameters a run folder was made with (its parameters.yaml)."""
+    path = Path(run_dir) / PARAMETERS_FILE
+    if not path.is_file():
+        raise LoboError(f"{run_dir} holds no {PARAMETERS_FILE}; is it a run folder under outputs/?")
+    return from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+
+
+def record_manifest(run_dir: str | os.PathLike, info: dict) -> Path:
+    """Merge `info` into <run_dir>/manifest.json (store.write_manifest: secrets are dropped), adding
+    the lobolib version, git commit and package versions."""
+    from lobolib.store import RecordStore, manifest_base
+
+    return RecordStore(run_dir).write_manifest({**manifest_base(), **info})
+
+
+# ----------------------------------------------------------------------------- inside notebooks
+
+
+def notebook_setup(interactive: bool) -> None:
+    """Display settings for a notebook: outside JupyterLab (papermill, `interactive=False`)
+    progress bars are plain text, which the runner streams to the terminal, instead of widgets
+    nobody sees. (Figures go through figures.show, interactive in both places.)"""
+    if not interactive:
+        import tqdm.auto
+        import tqdm.std
+
+        tqdm.auto.tqdm = tqdm.std.tqdm
+
+
+# ----------------------------------------------------------------------------- inside notebooks: the work
+
+
+def sweep_models(config: RunConfig, store, items: dict, levels: Sequence[float] | None = None, *, progress: bool = True):
+    """Run (or resume) the sweep of every model over `levels` (default: the parameters' grid).
+
+    A model is loaded only when one of its (level, benchmark) cells is missing from `store`
+    (sweep.missing_cells), once, and pruned cumulatively upward by sweep.run_sweep. Each loaded
+    model's description (revision, dtype, devices) goes into the manifest. Returns the sweep's
+    summary rows of every model as one DataFrame.
+    """
+    import gc
+
+    import pandas as pd
+
+    from lobolib import config as config_module
+    from lobolib.models import describe_model, load_model
+    from lobolib.sweep import missing_cells, run_sweep
+
+    levels = list(config.levels if levels is None else levels)
+    options = config_module.eval_options(config, items)
+    summaries = []
+    for model_config in config.models:
+        missing = missing_cells(store, model_config.name, levels, list(items))
+        if not missing:
+            print(f"{model_config.name}: all {len(levels) * len(items)} cells already on disk")
+            continue
+        print(f"{model_config.name}: {len(missing)} of {len(levels) * len(items)} cells to evaluate")
+        model, tokenizer = load_model(config_module.model_spec(config, model_config.name))
+        record_manifest(store.root, {"models": {model_config.name: describe_model(model)}})
+        summaries.append(run_sweep(
+            model, tokenizer, model_name=model_config.name, levels=levels, item_sets=items, store=store,
+            scope=config.prune.scope, include_lm_head=config.prune.include_lm_head, eval_options=options,
+            progress=progress,
+        ))  # fmt: skip
+        del model, tokenizer
+        gc.collect()
+    return pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+
+
+def import_logs(config: RunConfig, store, *, progress: bool = True):
+    """Import the reference study's logs (reference_logs mode) into `store`; cells already
+    imported are skipped. PubMedQA rows get their PMIDs when benchmarks.pubmedqa.source is a path."""
+    from lobolib.store import import_reference_logs
+
+    source = config.benchmarks.pubmedqa.source
+    pubmedqa_source = source if source not in ("embedded", "hub") else None
+    summary = import_reference_logs(config.logs_dir, store, pubmedqa_source=pubmedqa_source, progress=progress)
+    record_manifest(store.root, {"reference_logs": {"logs_dir": config.logs_dir, "files": int(len(summary))}})
+    return summary
+
+
+def analysis_items(config: RunConfig) -> dict:
+    """The items behind the records, for prompts and reference scoring: loaded as the parameters
+    say in evaluate mode; in reference_logs mode only from local sources (never the network),
+    else {} (the logs' own parse then stands in for MMLU option texts)."""
+    from lobolib import config as config_module
+
+    if config.mode == "evaluate":
+        return config_module.load_items(config)
+    local = {name: getattr(config.benchmarks, name).source not in ("embedded", "hub") for name in ("pubmedqa", "mmlu")}
+    if not any(local.values()):
+        return {}
+    import dataclasses
+
+    benchmarks = dataclasses.replace(
+        config.benchmarks,
+        pubmedqa=dataclasses.replace(config.benchmarks.pubmedqa, enabled=local["pubmedqa"]),
+        mmlu=dataclasses.replace(config.benchmarks.mmlu, enabled=local["mmlu"]),
+    )
+    return config_module.load_items(dataclasses.replace(config, benchmarks=benchmarks))
+
+
+def load_tokenizer(spec: dict):
+    """Only the tokenizer of a model spec (for prompt checks without loading weights)."""
+    from lobolib import models
+
+    public = getattr(models, "load_tokenizer", None)
+    if public is not None:
+        return public(spec)
+    return models._load_tokenizer(models._validated(spec))  # until models.py offers load_tokenizer
+
+
+def prompt_checks(config: RunConfig, items: dict):
+    """Per model and benchmark: prompt lengths in tokens (min, median, max) and the first token of
+    each option label after "Answer:" (what the first-token scores read); None means the labels
+    cannot be told apart by their first token."""
+    import numpy as np
+    import pandas as pd
+
+    from lobolib.benchmarks import build_prompt, option_labels
+    from lobolib.config import model_spec
+    from lobolib.evaluate import option_token_ids
+
+    rows = []
+    for model_config in config.models:
+        tokenizer = load_tokenizer(model_spec(config, model_config.name))
+        for benchmark, batch in items.items():
+            template = getattr(config.benchmarks, benchmark).template
+            prompts = [build_prompt(item, template) for item in batch]
+            lengths = np.array([len(ids) for ids in tokenizer(prompts)["input_ids"]])
+            ids = option_token_ids(tokenizer, option_labels(benchmark), prompts[0][-32:])
+            first_tokens = {label: tokenizer.convert_ids_to_tokens(i) for label, i in ids.items()} if ids else None
+            rows.append({"model": model_config.name, "benchmark": benchmark, "prompts": len(prompts),
+                         "min_tokens": int(lengths.min()), "median_tokens": float(np.median(lengths)),
+                         "max_tokens": int(lengths.max()), "label_first_tokens": first_tokens})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def render_report(run_dir: str | os.PathLike, notebooks: Sequence[str | os.PathLike], config: RunConfig | None = None) -> Path:
+    """Render executed notebooks as one offline HTML page (<run_dir>/report.html) with a table of
+    contents; plotly.js is embedded once so every figure stays interactive without a network."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from traitlets.config import Config
+
+    run_dir = Path(run_dir)
+    settings = Config()
+    settings.TagRemovePreprocessor.remove_cell_tags = {"injected-parameters"}
+    settings.TagRemovePreprocessor.enabled = True
+    exporter = HTMLExporter(config=settings, template_name="lab")
+    head, sections, toc = "", [], []
+    for path in notebooks:
+        path = Path(path)
+        page, _ = exporter.from_notebook_node(nbformat.read(path, as_version=4))
+        if not head:
+            head = _between(page, "<head>", "</head>")
+        anchor = f"nb-{path.stem}"
+        title = _title(page) or path.stem
+        toc.append(f'<li><a href="#{anchor}">{html.escape(title)}</a></li>')
+        sections.append(f'<section id="{anchor}" class="lobo-notebook">{_between(page, "<body", "</body>", open_tag=True)}</section>')
+    head = re.sub(r"<title>.*?</title>", "", head, flags=re.DOTALL)
+    head = re.sub(r'<script[^>]*src="https?://[^"]*"[^>]*>\s*</script>', "", head)  # offline: no CDN scripts
+    name = config.run if config is not None else run_dir.name
+    parameters = yaml.safe_dump(config.to_dict(), sort_keys=False) if config is not None else ""
+    page = REPORT_PAGE.format(
+        title=html.escape(f"lobotomy — {name}"),
+        plotly=_plotly_js(),
+        head=head,
+        toc="\n".join(toc),
+        parameters=html.escape(parameters),
+        sections="\n".join(sections),
+    )
+    report = run_dir / "report.html"
+    report.write_text(page, encoding="utf-8")
+    return report
+
+
+REPORT_PAGE = """<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<script type="text/javascript">window.PlotlyConfig = {{MathJaxConfig: 'local'}};</script>
+<script type="text/javascript">{plotly}</script>
+{head}
+<style>
+  nav.lobo-toc {{ max-width: 1100px; margin: 2em auto 0 auto; padding: 0 1em; font-family: sans-serif; }}
+  section.lobo-notebook {{ border-top: 2px solid #ccc; margin-top: 2em; }}
+  details.lobo-parameters pre {{ font-size: 0.8em; }}
+</style>
+</head>
+<body>
+<nav class="lobo-toc">
+<h1>{title}</h1>
+<ol>
+{toc}
+</ol>
+<details class="lobo-parameters"><summary>parameters</summary><pre>{parameters}</pre></details>
+</nav>
+{sections}
+</body>
+</html>
+"""
+
+
+def _plotly_js() -> str:
+    """The plotly.js bundle shipped with the plotly package (no CDN)."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def _between(text: str, start: str, end: str, *, open_tag: bool = False) -> str:
+    i = text.find(start)
+    if i < 0:
+        return ""
+    i = text.find(">", i) + 1 if open_tag else i + len(start)
+    j = text.rfind(end)
+    return text[i:j] if j > i else text[i:]
+
+
+def _title(page: str) -> str | None:
+    match = re.search(r"<h1[^>]*>(.*?)</h1>", page, flags=re.DOTALL)
+    if not match:
+        return None
+    text = re.sub(r"<[^>]+>", "", match.group(1))
+    return html.unescape(text).replace("¶", "").strip() or None
+
+
+def fingerprint_items(items: dict) -> dict:
+    """{benchmark: fingerprint} of loaded items, for the manifest (benchmarks.items_fingerprint)."""
+    from lobolib.benchmarks import items_fingerprint
+
+    return {name: {"items": len(batch), "fingerprint": items_fingerprint(batch)} for name, batch in items.items()}

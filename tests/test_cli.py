@@ -1,0 +1,63 @@
+"""The command line: user errors are one stderr line, exit status 2, and nothing is created."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "lobolib", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["run", "parameters/nonexistent.yaml"], "parameters file not found: parameters/nonexistent.yaml"),
+        (["run", str(ROOT / "parameters/default.yaml"), "--set", "sparsity.levels=[0, 1.5]"], "outside [0, 1)"),
+        (["run", str(ROOT / "parameters/default.yaml"), "--set", "modles.0.dtype=float16"], "did you mean 'models'"),
+        (["run", str(ROOT / "parameters/default.yaml"), "--set", "seed"], "expected key=value"),
+        (["rescore", str(ROOT / "parameters/default.yaml"), "--set", "outputs=out"], "no records in"),
+        (["run", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_user_error_is_one_line_exit_2_and_creates_nothing(tmp_path, args, fragment):
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and fragment in lines[0]
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no outputs/ (nor anything else) was created
+
+
+def test_bench_commands_reach_their_functions(monkeypatch, tmp_path):
+    from lobolib import bench
+    from lobolib.__main__ import main
+
+    calls = []
+    monkeypatch.setattr(bench, "bench_sweep", lambda **kw: calls.append(("sweep", kw)), raising=False)
+    monkeypatch.setattr(bench, "bench_prune", lambda **kw: calls.append(("prune", kw)) or {"ok": 1})
+    out = tmp_path / "b.json"
+    assert main(["bench", "--out", str(out), "--level", "0.25"]) == 0
+    assert main(["bench", "prune", "--device", "cpu", "--out", str(out)]) == 0
+    assert calls == [("sweep", {"out": str(out), "level": 0.25}), ("prune", {"device": "cpu"})]
+    assert out.read_text().strip() == '{\n  "ok": 1\n}'
+    monkeypatch.delattr(bench, "bench_sweep")
+    assert main(["bench"]) == 2
+
+
+def test_set_override_reaches_the_config(tmp_path):
+    from lobolib.__main__ import _config
+
+    config = _config(str(ROOT / "parameters/default.yaml"), ["models.0.dtype=float16", f"outputs={tmp_path}", "run=x"])
+    assert config.models[0].dtype == "float16"
+    assert config.output_dir == tmp_path.resolve() / "x"

@@ -1,0 +1,112 @@
+"""The notebooks: committed clean, parameterised, calling lobolib only; the runner executes them
+into a report, and a failing notebook ends the run with one line naming the notebook and cell."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lobolib import runner
+from lobolib.config import from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_the_four_notebooks_exist():
+    assert [p.stem for p in NOTEBOOKS] == list(runner.NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_clean_with_a_parameters_cell_and_no_functions(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code), "outputs must be stripped"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    assert re.search(r"^config = None", tagged[0].source, re.M) and re.search(r"^interactive = True", tagged[0].source, re.M)
+    assert not any(re.search(r"^\s*(def|class) ", c.source, re.M) for c in code)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+
+
+def failing_notebook(folder: Path, name: str, statement: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("config = None\ninteractive = True\nevaluate = True")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell(statement)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / f"{name}.ipynb")
+
+
+def tiny_config(tmp_path, **changes) -> dict:
+    data = {"run": "tiny", "outputs": str(tmp_path / "outputs"),
+            "models": [{"name": "base", "model": "embedded:base"}], "sparsity": [0.0, 0.5]}
+    data.update(changes)
+    return data
+
+
+def test_failing_notebook_is_one_line_naming_notebook_and_cell(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "nbs"
+    failing_notebook(folder, "01_baseline", "raise ValueError('the model\\nexploded')")
+    failing_notebook(folder, "02_prune_sweep", "from lobolib import LoboError\nraise LoboError('fix the parameters')")
+    parameters = tmp_path / "p.yaml"
+    parameters.write_text(json.dumps(tiny_config(tmp_path)))
+    monkeypatch.setattr(runner, "NOTEBOOK_DIR", folder)
+    from lobolib.__main__ import main
+
+    assert main(["run", str(parameters), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "ValueError: the model exploded" in err[0] and "notebook 01_baseline, cell 3" in err[0]
+    executed = tmp_path / "outputs" / "tiny" / "notebooks" / "01_baseline.ipynb"
+    assert executed.is_file()  # what ran before the failure stays on disk
+
+    with pytest.raises(runner.NotebookFailed) as caught:
+        runner.run(from_dict(tiny_config(tmp_path)), notebooks=["02_prune_sweep"], notebook_dir=folder, progress=False)
+    assert caught.value.user_error and caught.value.exit_code == 2
+    assert str(caught.value).startswith("fix the parameters (notebook 02_prune_sweep")
+
+
+def _embedded_ready() -> bool:
+    from lobolib import embedded
+
+    return hasattr(embedded, "ensure_embedded")
+
+
+@pytest.mark.skipif(not _embedded_ready(), reason="lobolib.embedded.ensure_embedded not available yet")
+def test_end_to_end_run_and_rescore_on_the_embedded_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOBOTOMY_CACHE", os.environ.get("LOBOTOMY_CACHE") or str(ROOT / "outputs" / ".cache" / "embedded"))
+    config = from_dict(tiny_config(
+        tmp_path,
+        models=[{"name": "base", "model": "embedded:base"}, {"name": "specialist", "model": "embedded:specialist"}],
+        sparsity=[0.0, 0.5, 0.9],
+        benchmarks={"pubmedqa": {"max_items": 12}, "mmlu": {"subjects": ["reference_medical", "logic"], "max_items_per_subject": 3}},
+        analysis={"bootstrap": 50},
+    ))  # fmt: skip
+    report = runner.run(config, progress=False)
+    run_dir = config.output_dir
+    assert report == run_dir / "report.html"
+    for name in runner.NOTEBOOKS:
+        nb = nbformat.read(run_dir / "notebooks" / f"{name}.ipynb", as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert errors == [], name
+    page = report.read_text(encoding="utf-8")
+    assert page.count("Plotly.newPlot") >= 4 and "cdn.plot.ly/plotly" not in page
+    assert not re.search(r'<script[^>]*src="https?://', page)  # plotly.js is embedded: works offline
+    records = sorted((run_dir / "records").glob("*.jsonl"))
+    assert len(records) == 2 * 3 * 2  # models x levels x benchmarks
+    scores = (run_dir / "tables" / "scores.csv").read_text()
+    assert scores.startswith("model,benchmark,group,sparsity,scoring,metric,value,ci_low,ci_high")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["parameters"]["run"] == "tiny" and set(manifest["items"]) == {"pubmedqa", "mmlu"}
+
+    stamps = {p: p.stat().st_mtime_ns for p in records}
+    runner.run(config, notebooks=runner.RESCORE_NOTEBOOKS, evaluate=False, progress=False)  # rescore
+    assert {p: p.stat().st_mtime_ns for p in records} == stamps  # nothing re-evaluated
