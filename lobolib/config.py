@@ -83,7 +83,6 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 TEMPLATES = ("reference", "harness")
 SCOPES = ("layer", "global")
 EMBEDDED_MODELS = ("base", "specialist")
-DEFAULT_MAX_NEW_TOKENS = {"pubmedqa": 10, "mmlu": 5}  # evaluate's defaults
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TOKEN = re.compile(r"^hf_[A-Za-z0-9]{20,}$")
@@ -528,15 +527,6 @@ def _check_benchmarks(config: RunConfig) -> None:
             raise LoboError(f"{where}.template: {bench.template!r} is not one of {', '.join(TEMPLATES)}")
         if bench.max_new_tokens < 1:
             raise LoboError(f"{where}.max_new_tokens: must be at least 1")
-    enabled = [name for name in ("pubmedqa", "mmlu") if getattr(b, name).enabled]
-    if len({getattr(b, name).template for name in enabled}) > 1:
-        raise LoboError("benchmarks: pubmedqa and mmlu must use the same template (the sweep asks both in one pass)")
-    custom = [name for name in enabled if getattr(b, name).max_new_tokens != DEFAULT_MAX_NEW_TOKENS[name]]
-    if len(enabled) == 2 and custom:
-        raise LoboError(
-            f"benchmarks.{custom[0]}.max_new_tokens: with both benchmarks enabled keep the defaults "
-            "(pubmedqa 10, mmlu 5): the sweep takes one generation length for both"
-        )
     if b.pubmedqa.split not in (None, "test"):
         raise LoboError(f"benchmarks.pubmedqa.split: {b.pubmedqa.split!r} — use null (all 1,000 items) or test")
     if b.pubmedqa.max_items is not None and b.pubmedqa.max_items < 1:
@@ -673,19 +663,14 @@ def load_items(config: RunConfig) -> dict:
 
 
 def eval_options(config: RunConfig, items: Mapping | None = None) -> dict:
-    """sweep.run_sweep's `eval_options` for the enabled benchmarks: template, max_new_tokens,
-    batch_size and (MMLU shots > 0) the few-shot examples per subject of `items["mmlu"]`.
-
-    run_sweep takes one set of options for every benchmark: max_new_tokens is passed as None
-    (evaluate's per-benchmark defaults, 10 PubMedQA / 5 MMLU) when the parameters keep those
-    defaults, else the value of the one enabled benchmark.
-    """
-    enabled = [getattr(config.benchmarks, name) for name in config.enabled_benchmarks]
-    options: dict = {"template": enabled[0].template if enabled else "reference",
-                     "batch_size": config.evaluation.batch_size}
-    custom = {name: getattr(config.benchmarks, name).max_new_tokens for name in config.enabled_benchmarks
-              if getattr(config.benchmarks, name).max_new_tokens != DEFAULT_MAX_NEW_TOKENS[name]}
-    options["max_new_tokens"] = next(iter(custom.values())) if custom else None
+    """sweep.run_sweep's `eval_options` for the enabled benchmarks: template and max_new_tokens per
+    benchmark, batch_size, and (MMLU shots > 0) the few-shot examples per subject of `items["mmlu"]`."""
+    enabled = {name: getattr(config.benchmarks, name) for name in config.enabled_benchmarks}
+    options: dict = {
+        "template": {name: bench.template for name, bench in enabled.items()},
+        "max_new_tokens": {name: bench.max_new_tokens for name, bench in enabled.items()},
+        "batch_size": config.evaluation.batch_size,
+    }
     mmlu = config.benchmarks.mmlu
     if mmlu.enabled and mmlu.shots > 0:
         from lobolib.benchmarks import load_mmlu_shots

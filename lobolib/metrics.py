@@ -288,8 +288,6 @@ def resample_counts(indices: np.ndarray) -> np.ndarray:
 
 
 # Former private names of is_invalid and resample_counts, kept for callers that use them.
-_is_invalid = is_invalid
-_resample_counts = resample_counts
 
 
 def _matrix(values, name: str) -> np.ndarray:

@@ -240,6 +240,12 @@ def _hub_kwargs(spec: dict) -> dict:
     }
 
 
+def load_tokenizer(spec: Mapping):
+    """Only the tokenizer of a model spec (same checks and padding setup as `load_model`), for
+    prompt checks that need no weights."""
+    return _load_tokenizer(_validated(spec))
+
+
 def _load_tokenizer(spec: dict):
     """The model's tokenizer, padding on the left, with a pad token (eos or unk when it has none)."""
     from transformers import AutoTokenizer

@@ -269,16 +269,6 @@ def analysis_items(config: RunConfig) -> dict:
     return config_module.load_items(dataclasses.replace(config, benchmarks=benchmarks))
 
 
-def load_tokenizer(spec: dict):
-    """Only the tokenizer of a model spec (for prompt checks without loading weights)."""
-    from lobolib import models
-
-    public = getattr(models, "load_tokenizer", None)
-    if public is not None:
-        return public(spec)
-    return models._load_tokenizer(models._validated(spec))  # until models.py offers load_tokenizer
-
-
 def prompt_checks(config: RunConfig, items: dict):
     """Per model and benchmark: prompt lengths in tokens (min, median, max) and the first token of
     each option label after "Answer:" (what the first-token scores read); None means the labels
@@ -286,13 +276,14 @@ def prompt_checks(config: RunConfig, items: dict):
     import numpy as np
     import pandas as pd
 
+    from lobolib import models
     from lobolib.benchmarks import build_prompt, option_labels
     from lobolib.config import model_spec
     from lobolib.evaluate import option_token_ids
 
     rows = []
     for model_config in config.models:
-        tokenizer = load_tokenizer(model_spec(config, model_config.name))
+        tokenizer = models.load_tokenizer(model_spec(config, model_config.name))
         for benchmark, batch in items.items():
             template = getattr(config.benchmarks, benchmark).template
             prompts = [build_prompt(item, template) for item in batch]

@@ -134,7 +134,7 @@ def _f1_replicates(gold: np.ndarray, pred: np.ndarray, counts: np.ndarray, class
 
 def _labels(values) -> np.ndarray:
     """Labels as an object array, None/NaN (invalid) as the string "invalid" (never a class)."""
-    return np.array([metrics.INVALID if metrics._is_invalid(v) else v for v in values], dtype=object)
+    return np.array([metrics.INVALID if metrics.is_invalid(v) else v for v in values], dtype=object)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -280,7 +280,7 @@ def _group_tables(part, benchmark, group, models, n_boot, seed, ci, cliff_fracti
     labels = list(option_labels(benchmark))
     gold_frame = part.drop_duplicates("item_id").set_index("item_id")["gold"]
     gold = np.array([gold_frame.loc[i] for i in items], dtype=object)
-    counts = metrics._resample_counts(metrics.resample_indices(len(items), n_boot, seed)) if n_boot else None
+    counts = metrics.resample_counts(metrics.resample_indices(len(items), n_boot, seed)) if n_boot else None
     has_first_token = "loglik_answer" in part.columns and part["loglik_answer"].notna().all()
     score_rows, robust_rows = [], []
     for scoring, metric, column, kind in _metric_specs(benchmark, has_first_token):
@@ -338,7 +338,7 @@ def label_distribution(records: pd.DataFrame, column: str = "answer") -> pd.Data
     rows = []
     for (model, benchmark, level), cell in records.groupby(["model", "benchmark", "sparsity"], sort=True):
         labels = list(option_labels(benchmark))
-        table = metrics.label_distribution(list(cell["gold"]), [None if metrics._is_invalid(a) else a for a in cell[column]], labels)
+        table = metrics.label_distribution(list(cell["gold"]), [None if metrics.is_invalid(a) else a for a in cell[column]], labels)
         for label, share in table["pred"].items():
             rows.append({"model": model, "benchmark": benchmark, "sparsity": level, "label": label, "share": share})
         if not any(r["model"] == "gold" and r["benchmark"] == benchmark for r in rows):
