@@ -6,6 +6,9 @@
         A rerun (or a run after a crash) reuses every record already on disk.
     python -m lobolib rescore [parameters/X.yaml | outputs/<run>] [--set key=value ...]
         Re-run notebooks 02-04 on the records already in the run folder, evaluating nothing.
+    python -m lobolib sweep [parameters/X.yaml] [--set key=value ...]
+        Only evaluate the missing records (no notebooks). Data parallel over N GPUs:
+        accelerate launch --num_processes N -m lobolib sweep parameters/X.yaml
     python -m lobolib bench prune [--device cpu|cuda]
         Time the pruning kernel (lobolib.bench.bench_prune).
     python -m lobolib bench [--out FILE.json] [--device cpu|cuda] [--data-dir D --tokenizer-dir T] [--level 0.5]
@@ -41,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a parameter, e.g. --set sparsity.step=0.1 or --set models.0.dtype=float16")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    sweep = commands.add_parser("sweep", help="only evaluate the missing records (data parallel under accelerate launch)")
+    sweep.add_argument("parameters", nargs="?", default="parameters/default.yaml", help="parameters/X.yaml")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bars")
+
     rescore = commands.add_parser("rescore", help="re-analyse existing records (notebooks 02-04, no evaluation)")
     rescore.add_argument("target", nargs="?", default="parameters/default.yaml",
                          help="parameters/X.yaml or a run folder outputs/<run>")
@@ -48,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     rescore.add_argument("--quiet", action="store_true", help="no progress bars")
 
     bench = commands.add_parser("bench", help="benchmarks of the toolkit itself (pruning kernel, sweep throughput)")
-    bench.add_argument("what", nargs="?", choices=["prune", "sweep"], default="sweep")
+    bench.add_argument("what", nargs="?", choices=["sweep", "prune", "data-parallel", "sharded"], default="sweep",
+                       help="sweep: throughput vs the reference loop; prune: the pruning kernel; data-parallel: "
+                            "N GPUs vs one (under accelerate launch); sharded: 7B over two GPUs on a dual-T4 budget")
     bench.add_argument("--device", default=None, help="cpu or cuda (bench prune)")
     bench.add_argument("--out", default=None, help="write the results as JSON to this file")
     bench.add_argument("--data-dir", default=None, help="bench sweep: real items from this folder (with --tokenizer-dir)")
@@ -76,6 +86,13 @@ def _run(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from lobolib import runner
+
+    runner.sweep(_config(args.parameters, args.overrides), progress=not args.quiet)
+    return 0
+
+
 def _rescore(args) -> int:
     from lobolib import runner
 
@@ -97,13 +114,14 @@ def _bench(args) -> int:
         if args.out is not None:
             Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
         return 0
-    bench_sweep = getattr(bench, "bench_sweep", None)
-    if bench_sweep is None:
-        print("error: the sweep benchmark (lobolib.bench.bench_sweep) is not available in this version", file=sys.stderr)
-        return 2
-    given = {"out": args.out, "device": args.device, "data_dir": args.data_dir,
-             "tokenizer_dir": args.tokenizer_dir, "level": args.level}  # fmt: skip
-    bench_sweep(**{key: value for key, value in given.items() if value is not None})
+    given = {"out": args.out, "data_dir": args.data_dir, "tokenizer_dir": args.tokenizer_dir, "level": args.level}
+    given = {key: value for key, value in given.items() if value is not None}
+    if args.what == "data-parallel":
+        bench.bench_data_parallel(**given)
+    elif args.what == "sharded":
+        bench.bench_sharded(**given)
+    else:
+        bench.bench_sweep(**given, **({"device": args.device} if args.device else {}))
     return 0
 
 
@@ -113,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args = build_parser().parse_args(argv)
-        return {"run": _run, "rescore": _rescore, "bench": _bench}[args.command](args)
+        return {"run": _run, "sweep": _sweep, "rescore": _rescore, "bench": _bench}[args.command](args)
     except LoboError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2

@@ -556,6 +556,14 @@ def format_sweep_table(result: dict) -> str:
 # Several GPUs: data-parallel throughput, and a 7B model sharded under a dual-T4 memory budget.
 
 
+def _need_gpus(count: int, what: str) -> None:
+    if not torch.cuda.is_available() or torch.cuda.device_count() < count:
+        from lobolib.errors import LoboError
+
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise LoboError(f"{what} needs {count} CUDA GPU(s), found {found}; run it on a GPU machine")
+
+
 def bench_data_parallel(*, data_dir=None, tokenizer_dir=None, level: float = 0.5, seed: int = 0,
                         store_dir=None, out=None) -> dict | None:
     """Data-parallel sweep step against one GPU, in one launch (`accelerate launch
@@ -572,6 +580,7 @@ def bench_data_parallel(*, data_dir=None, tokenizer_dir=None, level: float = 0.5
     from lobolib.store import RecordStore
     from lobolib.sweep import run_sweep
 
+    _need_gpus(1, "bench data-parallel")
     shard = current_shard()
     device = torch.device("cuda", int(__import__("os").environ.get("LOCAL_RANK", 0)))
     torch.cuda.set_device(device)
@@ -632,6 +641,7 @@ def bench_sharded(*, max_memory=None, card_gib: float = 15.0, dtype=torch.float1
 
     max_memory = max_memory or {0: "14GiB", 1: "14GiB"}
     cards = sorted(k for k in max_memory if isinstance(k, int))
+    _need_gpus(len(cards), "bench sharded")
     ballast = []  # what a T4 lacks, held so that free memory looks like a T4's to the batch sizer
     for card in cards:
         free, _ = torch.cuda.mem_get_info(card)

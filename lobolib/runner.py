@@ -95,6 +95,22 @@ def run(
     return render_report(run_dir, shown, config)
 
 
+def sweep(config: RunConfig, *, progress: bool = True):
+    """Evaluate every missing cell of the parameters' sweep, without the notebooks: the entry point
+    for data-parallel evaluation (`accelerate launch --num_processes N -m lobolib sweep X.yaml`,
+    see lobolib.distributed). A later `python -m lobolib run X.yaml` finds the records on disk and
+    only analyses them."""
+    from lobolib.distributed import current_shard
+    from lobolib.store import RecordStore
+
+    if config.mode != "evaluate":
+        raise LoboError(f"`sweep` evaluates models; {config.mode!r} mode has none: use `python -m lobolib run`")
+    if current_shard().is_main:
+        write_parameters(config, config.output_dir)
+        record_manifest(config.output_dir, {"parameters": config.to_dict()})
+    return sweep_models(config, RecordStore(config.output_dir), analysis_items(config), progress=progress)
+
+
 def execute(notebook: Path, run_dir: Path, parameters: dict, *, progress: bool = True) -> Path:
     """Run one notebook with papermill into <run_dir>/notebooks/; raise NotebookFailed on an error."""
     import papermill
@@ -210,8 +226,10 @@ def sweep_models(config: RunConfig, store, items: dict, levels: Sequence[float] 
     import gc
 
     import pandas as pd
+    import torch
 
     from lobolib import config as config_module
+    from lobolib.distributed import current_shard
     from lobolib.models import describe_model, load_model
     from lobolib.sweep import missing_cells, run_sweep
 
@@ -225,7 +243,8 @@ def sweep_models(config: RunConfig, store, items: dict, levels: Sequence[float] 
             continue
         print(f"{model_config.name}: {len(missing)} of {len(levels) * len(items)} cells to evaluate")
         model, tokenizer = load_model(config_module.model_spec(config, model_config.name))
-        record_manifest(store.root, {"models": {model_config.name: describe_model(model)}})
+        if current_shard().is_main:
+            record_manifest(store.root, {"models": {model_config.name: describe_model(model)}})
         summaries.append(run_sweep(
             model, tokenizer, model_name=model_config.name, levels=levels, item_sets=items, store=store,
             scope=config.prune.scope, include_lm_head=config.prune.include_lm_head, eval_options=options,
@@ -233,6 +252,8 @@ def sweep_models(config: RunConfig, store, items: dict, levels: Sequence[float] 
         ))  # fmt: skip
         del model, tokenizer
         gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the next model needs the memory
     return pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
 
 

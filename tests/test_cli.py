@@ -27,6 +27,8 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["run", str(ROOT / "parameters/default.yaml"), "--set", "seed"], "expected key=value"),
         (["rescore", str(ROOT / "parameters/default.yaml"), "--set", "outputs=out"], "no records in"),
         (["run", "--bogus"], "unrecognized arguments: --bogus"),
+        (["sweep", str(ROOT / "parameters/reference_logs.yaml"), "--set", f"logs_dir={ROOT}"], "has none"),
+        (["bench", "nope"], "invalid choice: 'nope'"),
     ],
 )
 def test_user_error_is_one_line_exit_2_and_creates_nothing(tmp_path, args, fragment):
@@ -44,15 +46,17 @@ def test_bench_commands_reach_their_functions(monkeypatch, tmp_path):
     from lobolib.__main__ import main
 
     calls = []
-    monkeypatch.setattr(bench, "bench_sweep", lambda **kw: calls.append(("sweep", kw)), raising=False)
+    for name in ("sweep", "data_parallel", "sharded"):
+        monkeypatch.setattr(bench, f"bench_{name}", lambda name=name, **kw: calls.append((name, kw)))
     monkeypatch.setattr(bench, "bench_prune", lambda **kw: calls.append(("prune", kw)) or {"ok": 1})
     out = tmp_path / "b.json"
     assert main(["bench", "--out", str(out), "--level", "0.25"]) == 0
     assert main(["bench", "prune", "--device", "cpu", "--out", str(out)]) == 0
-    assert calls == [("sweep", {"out": str(out), "level": 0.25}), ("prune", {"device": "cpu"})]
+    assert main(["bench", "data-parallel", "--data-dir", "d", "--tokenizer-dir", "t"]) == 0
+    assert main(["bench", "sharded"]) == 0
+    assert calls == [("sweep", {"out": str(out), "level": 0.25}), ("prune", {"device": "cpu"}),
+                     ("data_parallel", {"data_dir": "d", "tokenizer_dir": "t"}), ("sharded", {})]
     assert out.read_text().strip() == '{\n  "ok": 1\n}'
-    monkeypatch.delattr(bench, "bench_sweep")
-    assert main(["bench"]) == 2
 
 
 def test_set_override_reaches_the_config(tmp_path):
@@ -61,3 +65,11 @@ def test_set_override_reaches_the_config(tmp_path):
     config = _config(str(ROOT / "parameters/default.yaml"), ["models.0.dtype=float16", f"outputs={tmp_path}", "run=x"])
     assert config.models[0].dtype == "float16"
     assert config.output_dir == tmp_path.resolve() / "x"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.device_count() >= 2, reason="this machine has the GPUs the bench needs")
+def test_gpu_only_benches_say_so_without_gpus(tmp_path):
+    result = cli("bench", "sharded", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "needs 2 CUDA GPU(s)" in result.stderr
