@@ -141,7 +141,7 @@ def cell_filename(model: str, benchmark: str, sparsity: float) -> str:
     return f"{model_slug(model)}__{benchmark}__s{sparsity_key(sparsity):.{SPARSITY_DECIMALS}f}.jsonl"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     """Write text to path atomically: temp file in the same folder, flush + fsync, os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -290,7 +290,7 @@ class RecordStore:
                     raise LoboError(f"extra keys {sorted(clash)} would overwrite Record fields; rename them")
                 row.update(extra[index])
             lines.append(json.dumps(row, ensure_ascii=False))
-        _atomic_write_text(path, "\n".join(lines) + "\n")
+        atomic_write_text(path, "\n".join(lines) + "\n")
         return path
 
     def has(self, model: str, benchmark: str, sparsity: float) -> bool:
@@ -382,7 +382,7 @@ class RecordStore:
         manifest = scrub_secrets(manifest)
         manifest.setdefault("created", _now())
         manifest["updated"] = _now()
-        _atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n")
+        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n")
         return self.manifest_path
 
 

@@ -22,20 +22,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from lobolib import prune, store as store_module
+from lobolib import prune
 from lobolib.benchmarks import Item
 from lobolib.distributed import Shard, barrier, current_shard, gather_in_order, shard_items
 from lobolib.errors import LoboError
 from lobolib.evaluate import evaluate
-from lobolib.store import RecordStore, sparsity_key
+from lobolib.store import RecordStore, atomic_write_text, model_slug, sparsity_key
 
 PRUNED_TOLERANCE = 0.005  # zeros a dense model may hold beyond the level before it counts as pruned
 EVAL_OPTION_KEYS = ("max_new_tokens", "batch_size", "template", "shots")
@@ -77,7 +75,7 @@ def missing_cells(store: RecordStore, model_name: str, levels: Sequence[float], 
 
 def sparsity_path(store: RecordStore, model_name: str) -> Path:
     """Where the achieved-sparsity reports of a model live: ``<root>/sparsity/<slug>.json``."""
-    return Path(store.root) / "sparsity" / f"{store_module.model_slug(model_name)}.json"
+    return Path(store.root) / "sparsity" / f"{model_slug(model_name)}.json"
 
 
 def read_sparsity(store: RecordStore, model_name: str) -> dict:
@@ -91,22 +89,6 @@ def read_sparsity(store: RecordStore, model_name: str) -> dict:
         raise LoboError(f"{path} is not valid JSON; delete it (the next sweep rewrites it)") from None
 
 
-def _write_json_atomic(path: Path, data: Mapping) -> None:
-    """Write JSON to a temp file in the same folder and move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def record_sparsity(store: RecordStore, model_name: str, level: float, report: Mapping, *, scope: str, include_lm_head: bool) -> None:
     """Merge one level's `prune.sparsity_report` into the model's sparsity JSON (atomically)."""
     data = read_sparsity(store, model_name)
@@ -114,7 +96,7 @@ def record_sparsity(store: RecordStore, model_name: str, level: float, report: M
     entry = {"requested": level, "scope": scope, "include_lm_head": include_lm_head}
     entry.update({k: report[k] for k in ("pruned", "overall", "per_matrix") if k in report})
     data.setdefault("levels", {})[f"{level:.4f}"] = entry
-    _write_json_atomic(sparsity_path(store, model_name), data)
+    atomic_write_text(sparsity_path(store, model_name), json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def _check_not_pruned_beyond(model, level: float, include_lm_head: bool) -> None:
