@@ -652,7 +652,7 @@ def _log_records(entry: dict, model: str, frame: pd.DataFrame, *, parse: bool, p
             result = parse_response(benchmark, response, options)
             answer, tier, reason = result.answer, result.tier, result.reason
         else:
-            answer, tier, reason = None, "unparsed", "imported without parsing (parse=False)"
+            answer, tier, reason = None, "unparsed", None  # not an invalid answer: never parsed
         records.append(Record(
             model=model, sparsity=sparsity, benchmark=benchmark, subject=subject, item_id=item_id,
             gold=gold, prompt_hash=prompt_hash(prompt), raw_response=response, answer=answer, tier=tier,
