@@ -32,7 +32,7 @@ from pathlib import Path
 from lobolib.benchmarks import Item
 from lobolib.errors import LoboError
 
-VERSION = "embedded-v1"
+VERSION = "embedded-v2"
 MMLU_SUBJECTS = {
     "anatomy": "medical",
     "clinical_knowledge": "medical",
@@ -198,28 +198,25 @@ def general_fact_base(seed: int = 0) -> FactBase:
 
 
 # --- the mini benchmark --------------------------------------------------------------------------
-EVIDENCE = {  # the results sentence of an abstract, by kind of question and what it shows
-    "drug": {"yes": ["Most patients improved with {x}.", "{x} showed a strong benefit over placebo."],
-             "no": ["{x} did no better than placebo.", "Patients given {x} showed no change."],
-             "maybe": ["Results for {x} were mixed across sites.", "Some groups gained from {x} and others did not."]},
-    "gene": {"yes": ["Variants of {x} were common in affected families.", "A clear link with {x} was found."],
-             "no": ["Variants of {x} were as common as in healthy families.", "No link with {x} was found."]},
-    "organ": {"yes": ["Damage to the {x} was common.", "Most scans showed changes in the {x}."],
-              "no": ["The {x} was normal in all patients.", "No scan showed changes in the {x}."]},
+STUDY_DESIGNS = {  # the methods sentence of an abstract: what was studied, never what was found
+    "drug": ["We gave {x} to {n} patients in a randomised trial.", "A cohort of {n} patients received {x}."],
+    "gene": ["We sequenced {x} in {n} families.", "{n} patients were tested for variants of {x}."],
+    "organ": ["We scanned the {x} in {n} patients.", "The {x} of {n} patients was examined."],
 }
 
 
 def _pubmedqa_candidates(medical: FactBase, rng: random.Random) -> dict[str, list[dict]]:
     """Every PubMedQA-style question the medical facts support, grouped by gold label.
 
-    Like a real PubMedQA abstract, the context gives background and a results sentence that
-    agrees with the fact base; the question asks about the fact."""
+    The context gives background and a study-design sentence, both the same whatever the
+    verdict, so the answer is a fact the model must have memorised (no results sentence to read:
+    such a cue would survive pruning and hide the loss of knowledge)."""
     by_label: dict[str, list[dict]] = {"yes": [], "no": [], "maybe": []}
     organs = list(ORGANS)
 
     def add(kind, label, question, background, x, meshes, long_answer):
-        evidence = rng.choice(EVIDENCE[kind][label]).format(x=x)
-        by_label[label].append({"question": question, "contexts": [f"{background} {evidence[0].upper()}{evidence[1:]}"],
+        design = rng.choice(STUDY_DESIGNS[kind]).format(x=x, n=rng.randint(20, 400))
+        by_label[label].append({"question": question, "contexts": [f"{background} {design[0].upper()}{design[1:]}"],
                                 "meshes": meshes, "long_answer": long_answer})
 
     for name, c in medical.relations["condition"].items():
@@ -479,7 +476,9 @@ def train(model, tokenizer, examples: list[tuple[str, str]], *, steps: int, seed
         width = max(len(ids) for ids, _ in batch)
         ids = torch.tensor([x + [tokenizer.pad_token_id] * (width - len(x)) for x, _ in batch])
         labels = torch.tensor([y + [-100] * (width - len(y)) for _, y in batch])
-        loss = model(input_ids=ids, attention_mask=(ids != tokenizer.pad_token_id).long(), labels=labels).loss
+        # right padding under causal attention: no real token sees a pad, so no mask is needed
+        # (and without one the fast causal attention kernel runs)
+        loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -558,6 +557,28 @@ def _build(root: Path, corpus: Corpus, progress: bool) -> dict:
     return {**paths, "train_seconds": seconds}
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one we may not signal counts as alive; on Windows,
+    where signal 0 would terminate it, every process counts as alive)."""
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _remove_stale_staging(root: Path) -> None:
+    """Delete `.seed-N.building-<pid>` folders left by builds whose process is gone (or by this one)."""
+    for staging in root.parent.glob(f".{root.name}.building-*"):
+        pid = staging.name.rsplit("-", 1)[1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def ensure_embedded(cache_dir, seed: int = 0, progress: bool = True) -> dict:
     """The embedded default, built once per (seed, version) under `cache_dir` and reused after.
 
@@ -584,8 +605,8 @@ def ensure_embedded(cache_dir, seed: int = 0, progress: bool = True) -> dict:
     except OSError as err:
         raise LoboError(f"cannot create the embedded cache folder {root.parent}: {err}; "
                         "set another cache path (e.g. $LOBOTOMY_CACHE)") from err
+    _remove_stale_staging(root)
     staging = root.parent / f".{root.name}.building-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     info = _build(staging, corpus, progress)
     rel = {"base": "base", "specialist": "specialist",
            "pubmedqa": str(Path(info["pubmedqa"]).relative_to(staging)),

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -40,6 +44,21 @@ def test_maybe_items_are_the_mixed_evidence_facts(corpus):
             assert tuple(entry["MESHES"]) in mixed
             assert f"the evidence that {entry['MESHES'][0]} treats" in " ".join(corpus.medical.statements) \
                 or entry["LONG_ANSWER"].startswith("the evidence")
+
+
+def test_pubmedqa_context_does_not_give_the_verdict_away(corpus):
+    # With entities, organs, symptoms and numbers masked, every context pattern occurs with more
+    # than one label: the answer must come from memorised facts, not from reading the context.
+    words = sorted([*embedded.ORGANS, *embedded.SYMPTOMS], key=len, reverse=True)
+    labels_by_pattern: dict[str, set] = {}
+    for entry in corpus.pubmedqa.values():
+        text = " ".join(entry["CONTEXTS"])
+        for entity in sorted(entry["MESHES"], key=len, reverse=True):
+            text = re.sub(re.escape(entity), "<E>", text, flags=re.I)
+        text = re.sub(r"\d+", "<N>", re.sub(r"\b(" + "|".join(words) + r")\b", "<W>", text))
+        labels_by_pattern.setdefault(text, set()).add(entry["final_decision"])
+    assert len(labels_by_pattern) >= 4
+    assert all(len(labels) >= 2 for labels in labels_by_pattern.values()), labels_by_pattern
 
 
 def test_mmlu_answers_agree_with_the_fact_base(corpus):
@@ -121,7 +140,22 @@ def test_cache_reuses_a_complete_build_and_redoes_a_partial_one(tmp_path, monkey
     assert embedded.ensure_embedded(tmp_path, seed=0, progress=False) == first and len(calls) == 2
 
 
-# --- slow: the real build (about 2-3 minutes on two cores) ---------------------------------------
+def test_build_removes_staging_folders_of_dead_processes_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(embedded, "_build", lambda root, corpus, progress: {
+        **embedded.write_benchmark(root / "data", corpus.pubmedqa, corpus.mmlu), "train_seconds": {}})
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead = tmp_path / f".seed-0.building-{int(finished.stdout)}"
+    alive = tmp_path / f".seed-0.building-{os.getppid()}"  # another build still running
+    other_seed = tmp_path / f".seed-01.building-{int(finished.stdout)}"
+    for folder in (dead, alive, other_seed):
+        (folder / "base").mkdir(parents=True)
+    embedded.ensure_embedded(tmp_path, seed=0, progress=False)
+    assert not dead.exists() and alive.exists() and other_seed.exists()
+    assert not list(tmp_path.glob(f".seed-0.building-{os.getpid()}"))
+
+
+# --- slow: the real build (about 1.5-2 minutes on two cores) ---------------------------------------
 def _greedy_accuracy(model, tokenizer, items) -> float:
     """Share of items whose first generated word is the gold label (greedy, left padding)."""
     import torch
@@ -168,8 +202,6 @@ def test_trained_models_know_the_facts_and_forget_them_when_pruned(built, name):
     dense = _greedy_accuracy(model, tokenizer, pubmedqa), _greedy_accuracy(model, tokenizer, mmlu)
     assert min(dense) >= 0.8
     _prune_blocks(model, 0.95)
-    # MMLU falls to near chance (0.25). PubMedQA contexts carry a results sentence, a reading cue
-    # that outlives pruning longer: at 95% the base still scores 0.785 (always-"yes" 0.55), so
-    # here we only require a real loss, not a collapse.
-    assert _greedy_accuracy(model, tokenizer, pubmedqa) <= dense[0] - 0.15
+    # Collapse: at most the majority-class share (always "yes" scores 0.55) and near chance (0.25).
+    assert _greedy_accuracy(model, tokenizer, pubmedqa) <= 0.55
     assert _greedy_accuracy(model, tokenizer, mmlu) <= 0.5
