@@ -3,6 +3,7 @@ Mistral-architecture model with its own tokenizer, saved the way hub models are.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,14 @@ def tiny_model_and_tokenizer():
     tokenizer = build_tiny_tokenizer()
     tokenizer.padding_side = "left"
     return build_tiny_model(len(tokenizer)), tokenizer
+
+
+@pytest.fixture(scope="session")
+def embedded_cache() -> Path:
+    """The embedded models and mini benchmark, built once for the whole test session where the
+    runner looks for them ($LOBOTOMY_CACHE, else outputs/.cache/embedded), reused while valid."""
+    from lobolib import embedded
+
+    path = Path(os.environ.get("LOBOTOMY_CACHE") or ROOT / "outputs" / ".cache" / "embedded")
+    embedded.ensure_embedded(path, seed=0, progress=False)
+    return path

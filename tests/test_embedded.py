@@ -184,8 +184,8 @@ def _prune_blocks(model, sparsity: float) -> None:
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory):
-    return embedded.ensure_embedded(tmp_path_factory.mktemp("embedded"), seed=0, progress=False)
+def built(embedded_cache):
+    return embedded.ensure_embedded(embedded_cache, seed=0, progress=False)
 
 
 @pytest.mark.parametrize("name", ["base", "specialist"])

@@ -4,7 +4,6 @@ into a report, and a failing notebook ends the run with one line naming the note
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -74,15 +73,8 @@ def test_failing_notebook_is_one_line_naming_notebook_and_cell(tmp_path, monkeyp
     assert str(caught.value).startswith("fix the parameters (notebook 02_prune_sweep")
 
 
-def _embedded_ready() -> bool:
-    from lobolib import embedded
-
-    return hasattr(embedded, "ensure_embedded")
-
-
-@pytest.mark.skipif(not _embedded_ready(), reason="lobolib.embedded.ensure_embedded not available yet")
-def test_end_to_end_run_and_rescore_on_the_embedded_models(tmp_path, monkeypatch):
-    monkeypatch.setenv("LOBOTOMY_CACHE", os.environ.get("LOBOTOMY_CACHE") or str(ROOT / "outputs" / ".cache" / "embedded"))
+def test_end_to_end_run_and_rescore_on_the_embedded_models(tmp_path, monkeypatch, embedded_cache):
+    monkeypatch.setenv("LOBOTOMY_CACHE", str(embedded_cache))
     config = from_dict(tiny_config(
         tmp_path,
         models=[{"name": "base", "model": "embedded:base"}, {"name": "specialist", "model": "embedded:specialist"}],
