@@ -8,6 +8,7 @@ exactness of the zero counts, and whether both give the same mask.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -107,7 +108,9 @@ class _RssPeak:
     def __init__(self, interval: float = 0.001):
         self.interval = interval
         self.path = Path("/proc/self/statm")
-        self.page = __import__("resource").getpagesize()
+        import resource  # Unix only, like /proc
+
+        self.page = resource.getpagesize()
         self.peak = self.start = self._rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -141,21 +144,27 @@ class _RssPeak:
         return None if self.start is None else (self.peak - self.start) / GIB
 
 
+def _timed(run, device: torch.device) -> float:
+    """Seconds of `run()`, the device's queued work included."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
+
+
 def _measure(run, device: torch.device) -> tuple[float, float | None]:
     """(seconds, extra peak GiB) of `run()`; CUDA: max_memory_allocated above the start."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        started = time.perf_counter()
-        run()
-        torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - started
+        seconds = _timed(run, device)
         return seconds, (torch.cuda.max_memory_allocated(device) - base) / GIB
     with _RssPeak() as peak:
-        started = time.perf_counter()
-        run()
-        seconds = time.perf_counter() - started
+        seconds = _timed(run, device)
     return seconds, peak.extra_gib
 
 
@@ -430,16 +439,6 @@ def matmul_flops(device: torch.device, dtype=torch.bfloat16, size: int = 8192, r
     return 2 * size**3 * reps / (time.perf_counter() - started)
 
 
-def _timed(run, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - started
-
-
 def bench_sweep(device=None, shape=None, *, data_dir=None, tokenizer_dir=None, level: float = 0.5,
                 reference_items: int = 24, batch_size=None, seed: int = 0, out=None) -> dict:
     """Questions per second of one sweep step (prune one level + evaluate both benchmarks, answers
@@ -582,7 +581,7 @@ def bench_data_parallel(*, data_dir=None, tokenizer_dir=None, level: float = 0.5
 
     _need_gpus(1, "bench data-parallel")
     shard = current_shard()
-    device = torch.device("cuda", int(__import__("os").environ.get("LOCAL_RANK", 0)))
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     torch.cuda.set_device(device)
     model = _build_model({}, device, torch.bfloat16)
     _fill(model, seed)
