@@ -327,26 +327,33 @@ def item_matrices(records: pd.DataFrame, pred_column: str = "answer") -> dict:
             "gold": gold, "pred": pred_values, "correct": correct}  # fmt: skip
 
 
-def _macro_f1_replicates(gold, pred, labels, counts) -> np.ndarray:
-    """Macro F1 (valid classes, zero_division=0) of each level under each resample, vectorised:
-    each item adds its count to one (gold, pred) confusion cell. Returns (n_boot × levels)."""
-    index = {label: i for i, label in enumerate(labels)}
-    n_classes = len(labels)
-    gold_codes = np.array([index.get(g, n_classes) for g in gold])  # unknown gold: no class
-    result = np.empty((counts.shape[0], pred.shape[0]))
+def f1_replicates(gold: np.ndarray, pred: np.ndarray, counts: np.ndarray, classes) -> np.ndarray:
+    """F1 averaged over classes for each resample (rows of `counts`) and level (rows of `pred`).
+
+    `classes` fixed (e.g. ["yes"] or the four letters): every listed class is averaged, F1 = 0
+    where it has no support and no prediction (scikit-learn's zero_division=0). `classes` None:
+    the classes are those seen among the resampled gold and predictions of each level, as
+    scikit-learn's f1_score does without `labels=` (the reference study's MMLU macro F1).
+    Returns (resamples × levels).
+    """
+    out = np.empty((counts.shape[0], pred.shape[0]))
     for level, row in enumerate(pred):
-        pred_codes = np.array([n_classes if is_invalid(p) else index.get(p, n_classes) for p in row])
-        cells = gold_codes * (n_classes + 1) + pred_codes
-        onehot = np.zeros((len(cells), (n_classes + 1) ** 2))
-        onehot[np.arange(len(cells)), cells] = 1.0
-        table = (counts @ onehot).reshape(-1, n_classes + 1, n_classes + 1)
-        tp = table[:, np.arange(n_classes), np.arange(n_classes)]
-        gold_total = table[:, :n_classes, :].sum(axis=2)
-        pred_total = table[:, :, :n_classes].sum(axis=1)
-        denominator = gold_total + pred_total
-        f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-        result[:, level] = f1.mean(axis=1)
-    return result
+        labels = list(classes) if classes is not None else sorted(set(gold) | set(row))
+        f1s, seen = [], []
+        for label in labels:
+            g = (gold == label).astype(float)
+            p = (row == label).astype(float)
+            tp = counts @ (g * p)
+            gold_n, pred_n = counts @ g, counts @ p
+            denominator = gold_n + pred_n
+            f1s.append(np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0))
+            seen.append(denominator > 0)
+        f1s, seen = np.stack(f1s, axis=1), np.stack(seen, axis=1)
+        if classes is None:
+            out[:, level] = (f1s * seen).sum(axis=1) / np.maximum(seen.sum(axis=1), 1)
+        else:
+            out[:, level] = f1s.mean(axis=1)
+    return out
 
 
 def _replicates(correct, pred, gold, metric, labels, indices) -> tuple[np.ndarray, np.ndarray]:
@@ -365,7 +372,7 @@ def _replicates(correct, pred, gold, metric, labels, indices) -> tuple[np.ndarra
     if metric == "macro_f1":
         labels = _labels_or_default(labels, _labels_arrays(gold, gold)[0], pred.ravel())
         point = np.array([macro_f1(gold, row, labels) for row in pred])
-        return point, _macro_f1_replicates(gold, pred, labels, resample_counts(indices))
+        return point, f1_replicates(np.asarray(gold, dtype=object), pred, resample_counts(indices), labels)
     if not callable(metric):
         raise LoboError(f"unknown metric {metric!r}: use 'macro_f1' or a function (gold, pred) -> float")
     gold_array = np.asarray(gold, dtype=object)

@@ -103,35 +103,6 @@ def mmlu_groups(subjects: Sequence[str], requested: Sequence[str] = ()) -> dict[
 # ----------------------------------------------------------------------------- bootstrap helpers
 
 
-def _f1_replicates(gold: np.ndarray, pred: np.ndarray, counts: np.ndarray, classes: Sequence[str] | None) -> np.ndarray:
-    """F1 averaged over classes for each resample (rows of `counts`) and level (rows of `pred`).
-
-    `classes` fixed (e.g. ["yes"] or the four letters): every listed class is averaged, F1 = 0
-    where it has no support and no prediction (scikit-learn's zero_division=0). `classes` None:
-    the classes are those seen among the resampled gold and predictions of each level, as
-    scikit-learn's f1_score does without `labels=` (the reference study's MMLU macro F1).
-    Returns (resamples × levels).
-    """
-    out = np.empty((counts.shape[0], pred.shape[0]))
-    for level, row in enumerate(pred):
-        labels = list(classes) if classes is not None else sorted(set(gold) | set(row))
-        f1s, seen = [], []
-        for label in labels:
-            g = (gold == label).astype(float)
-            p = (row == label).astype(float)
-            tp = counts @ (g * p)
-            gold_n, pred_n = counts @ g, counts @ p
-            denominator = gold_n + pred_n
-            f1s.append(np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0))
-            seen.append(denominator > 0)
-        f1s, seen = np.stack(f1s, axis=1), np.stack(seen, axis=1)
-        if classes is None:
-            out[:, level] = (f1s * seen).sum(axis=1) / np.maximum(seen.sum(axis=1), 1)
-        else:
-            out[:, level] = f1s.mean(axis=1)
-    return out
-
-
 def _labels(values) -> np.ndarray:
     """Labels as an object array, None/NaN (invalid) as the string "invalid" (never a class)."""
     return np.array([metrics.INVALID if metrics.is_invalid(v) else v for v in values], dtype=object)
@@ -255,12 +226,12 @@ def _replicates(kind: str, gold: np.ndarray, pred: np.ndarray, counts: np.ndarra
     if kind == "invalid_rate":
         return counts @ (pred == metrics.INVALID).astype(float).T / n
     if kind == "macro_f1":
-        return _f1_replicates(gold, pred, counts, labels)
+        return metrics.f1_replicates(gold, pred, counts, labels)
     if kind == "yes_f1":
-        return _f1_replicates(gold, pred, counts, ["yes"])
+        return metrics.f1_replicates(gold, pred, counts, ["yes"])
     if kind == "reference_macro_f1":
         ref = np.where(pred == metrics.INVALID, metrics.REFERENCE_INVALID, pred)
-        return _f1_replicates(gold, ref, counts, None)
+        return metrics.f1_replicates(gold, ref, counts, None)
     return None  # kappa: the point estimate only (a per-resample sklearn call is too slow)
 
 

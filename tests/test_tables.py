@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from lobolib import tables
+from lobolib import metrics, tables
 
 LEVELS = [0.0, 0.5, 0.9]
 PUBMEDQA_GOLD = ["yes", "no", "yes", "maybe"]
@@ -128,9 +128,9 @@ def test_f1_replicates_match_sklearn_on_the_full_sample():
     gold = np.array(["A", "B", "C", "D", "A"], dtype=object)
     pred = np.array([["A", "B", "X", "X", "B"], ["A", "A", "A", "A", "A"]], dtype=object)
     ones = np.ones((1, len(gold)))
-    for row, got in zip(pred, tables._f1_replicates(gold, pred, ones, None)[0]):
+    for row, got in zip(pred, metrics.f1_replicates(gold, pred, ones, None)[0]):
         assert got == pytest.approx(f1_score(list(gold), list(row), average="macro", zero_division=0))
-    fixed = tables._f1_replicates(gold, pred, ones, ["A", "B", "C", "D"])[0]
+    fixed = metrics.f1_replicates(gold, pred, ones, ["A", "B", "C", "D"])[0]
     for row, got in zip(pred, fixed):
         assert got == pytest.approx(f1_score(list(gold), list(row), labels=["A", "B", "C", "D"], average="macro", zero_division=0))
 
