@@ -176,9 +176,10 @@ class _ProgressOnly:
 
 def write_parameters(config: RunConfig, run_dir: str | os.PathLike) -> Path:
     """Write the resolved parameters as <run_dir>/parameters.yaml (what `rescore <run_dir>` reads)."""
+    from lobolib.store import atomic_write_text
+
     path = Path(run_dir) / PARAMETERS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
     return path
 
 
@@ -354,8 +355,10 @@ def render_report(run_dir: str | os.PathLike, notebooks: Sequence[str | os.PathL
         parameters=html.escape(parameters),
         sections="\n".join(sections),
     )
+    from lobolib.store import atomic_write_text
+
     report = run_dir / "report.html"
-    report.write_text(page, encoding="utf-8")
+    atomic_write_text(report, page)  # a run killed while rendering keeps the previous report
     return report
 
 
