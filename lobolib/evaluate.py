@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from lobolib import benchmarks, parsing, store
+from lobolib import benchmarks, decode, parsing, store
 from lobolib.benchmarks import Item
 from lobolib.errors import LoboError
 from lobolib.store import Record
@@ -52,7 +52,7 @@ from lobolib.store import Record
 DEFAULT_MAX_NEW_TOKENS = {"pubmedqa": 10, "mmlu": 5}  # the reference study's generation lengths
 CPU_BUDGET_BYTES = 2 * 2**30  # memory a CPU batch may use
 GPU_FREE_FRACTION = 0.7  # share of free GPU memory a batch may use
-MAX_AUTO_BATCH = {"cpu": 64, "cuda": 256}  # beyond this, bigger batches buy no speed
+MAX_AUTO_BATCH = {"cpu": 64, "cuda": 1024}  # beyond this, bigger batches buy no speed
 SDPA_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
 """Attention kernels generation may use. Not cuDNN's: it builds an execution plan for every new
 shape, and generation brings a new shape at every step and every batch — profiled on an H100
@@ -245,38 +245,68 @@ def _pad_id(model, tokenizer) -> int:
     return eos
 
 
+def _eos_ids(model, tokenizer) -> list[int]:
+    """The end-of-sequence token ids generation stops at: the generation config's, else the
+    tokenizer's (none: rows never stop early)."""
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        return []
+    return list(eos) if isinstance(eos, (list, tuple)) else [eos]
+
+
+def _generate(model, rows, *, pad_id, eos_ids, new_tokens, label_ids):
+    """The same contract as `decode.greedy`, through `model.generate` (left padding): the path for
+    models `decode.supports` turns away."""
+    input_ids, attention_mask = _left_pad(rows, pad_id, input_device(model))
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=new_tokens,
+        do_sample=False,
+        num_beams=1,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        pad_token_id=pad_id,
+        eos_token_id=eos_ids or None,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    tokens = out.sequences[:, input_ids.shape[1]:].cpu()
+    logprobs = None
+    if label_ids is not None:
+        first = out.logits[0].float()  # logits at the last prompt position: the first decode step
+        logprobs = torch.log_softmax(first, dim=-1)[:, label_ids].cpu()
+    return tokens, logprobs
+
+
+def decoding_path(model, total_length: int = 512) -> str:
+    """Which decoder `evaluate` uses for `model`: "lobolib greedy" (`lobolib.decode`) or
+    "transformers generate (<why>)"."""
+    reason = decode.supports(model, total_length)
+    return "lobolib greedy" if reason is None else f"transformers generate ({reason})"
+
+
 def generate_batch(model, tokenizer, rows, *, pad_id: int, new_tokens: int, label_ids: list[int] | None):
-    """One greedy `generate` call on a batch of tokenised prompts.
+    """Greedy generation for a batch of tokenised prompts: `decode.greedy` where the model allows,
+    else `model.generate`.
 
     Returns (texts, logprobs): the decoded new tokens of each row (special tokens skipped,
     surrounding whitespace stripped) and a (rows, labels) float tensor of the labels' first-token
     log-probabilities at the first decode step (None when `label_ids` is None).
     """
-    input_ids, attention_mask = _left_pad(rows, pad_id, input_device(model))
-    kwargs = {}
-    if model.generation_config.eos_token_id is None and tokenizer.eos_token_id is not None:
-        kwargs["eos_token_id"] = tokenizer.eos_token_id
+    eos_ids = _eos_ids(model, tokenizer)
+    total = max(len(r) for r in rows) + new_tokens
     with sdpa_kernel(list(SDPA_BACKENDS)):
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=new_tokens,
-            do_sample=False,
-            num_beams=1,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=pad_id,
-            output_logits=True,
-            return_dict_in_generate=True,
-            **kwargs,
-        )
-    new = out.sequences[:, input_ids.shape[1]:]
-    texts = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-    logprobs = None
-    if label_ids is not None:
-        first = out.logits[0].float()  # logits at the last prompt position: the first decode step
-        logprobs = torch.log_softmax(first, dim=-1)[:, label_ids].cpu()
+        if decode.supports(model, total) is None:
+            tokens, logprobs = decode.greedy(model, rows, pad_id=pad_id, eos_ids=eos_ids, new_tokens=new_tokens,
+                                             label_ids=label_ids, device=input_device(model))
+        else:
+            tokens, logprobs = _generate(model, rows, pad_id=pad_id, eos_ids=eos_ids, new_tokens=new_tokens,
+                                         label_ids=label_ids)
+    texts = [t.strip() for t in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
     return texts, logprobs
 
 

@@ -135,19 +135,21 @@ def test_generated_text_equals_plain_greedy_generate(model_and_tokenizer):
 
 
 def _spy_generate(model, monkeypatch, fail_above: int | None = None):
-    """Wrap model.generate: record each call's batch size and max_new_tokens; raise CUDA-style
-    out-of-memory for batches larger than `fail_above`."""
+    """Wrap evaluate.generate_batch (one call per batch, whichever decoder it uses): record each
+    call's batch size and new tokens; raise CUDA-style out-of-memory for batches larger than
+    `fail_above`."""
+    from lobolib import evaluate as evaluate_module
+
     calls = []
-    real = model.generate
+    real = evaluate_module.generate_batch
 
-    def generate(*args, **kwargs):
-        rows = kwargs["input_ids"].shape[0]
-        calls.append((rows, kwargs["max_new_tokens"]))
-        if fail_above is not None and rows > fail_above:
+    def generate_batch(model, tokenizer, rows, **kwargs):
+        calls.append((len(rows), kwargs["new_tokens"]))
+        if fail_above is not None and len(rows) > fail_above:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(*args, **kwargs)
+        return real(model, tokenizer, rows, **kwargs)
 
-    monkeypatch.setattr(model, "generate", generate)
+    monkeypatch.setattr(evaluate_module, "generate_batch", generate_batch)
     return calls
 
 
