@@ -215,9 +215,10 @@ def run_sweep(
             if benchmark in todo:
                 started = time.perf_counter()
                 items = item_sets[benchmark]
-                records = evaluate(model, tokenizer, shard_items(items, shard), model_name=model_name,
+                positions, mine = shard_items(items, shard)
+                records = evaluate(model, tokenizer, mine, model_name=model_name,
                                    sparsity=level, progress=progress, **options)
-                records = gather_in_order(records, shard, len(items))
+                records = gather_in_order(records, positions, shard, len(items))
                 seconds = time.perf_counter() - started
                 if shard.is_main:
                     store.write(model_name, benchmark, level, records)

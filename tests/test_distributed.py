@@ -8,21 +8,36 @@ from pathlib import Path
 
 import pytest
 
-from lobolib.distributed import Shard, gather_in_order, shard_items
+from lobolib.benchmarks import Item
+from lobolib.distributed import Shard, gather_in_order, shard_indices, shard_items
 from lobolib.store import RecordStore
 
 SCRIPT = Path(__file__).parent / "scripts" / "dp_sweep.py"
 
 
-def test_shards_partition_the_items():
-    items = list(range(11))
+def _item(i: int, context_words: int) -> Item:
+    return Item(str(i), "pubmedqa", "pubmedqa", "q?", "word " * context_words, ("yes", "no", "maybe"), "yes")
+
+
+def test_shards_partition_the_items_and_balance_their_size():
+    sizes = [5, 90, 7, 60, 61, 3, 88, 30, 31, 2, 95]  # long and short prompts mixed, unevenly
+    items = [_item(i, n) for i, n in enumerate(sizes)]
     shards = [shard_items(items, Shard(rank, 3)) for rank in range(3)]
-    assert sorted(sum(shards, [])) == items
-    assert shards[1] == [1, 4, 7, 10]
+    positions = [p for p, _ in shards]
+    assert sorted(sum(positions, [])) == list(range(11))  # every item once
+    assert all(p == sorted(p) for p in positions)
+    assert max(map(len, positions)) - min(map(len, positions)) <= 1
+    for p, chosen in shards:
+        assert [it.id for it in chosen] == [str(i) for i in p]
+    work = [sum(sizes[i] for i in p) for p in positions]
+    assert max(work) - min(work) <= 5  # dealing by position (rank::3) would give 155 / 276 / 41
+    assert shard_indices([1, 1, 1, 1], Shard(0, 2)) == [0, 3] and shard_indices([1, 1, 1, 1], Shard(1, 2)) == [1, 2]
 
 
-def test_single_process_gather_is_identity():
-    assert gather_in_order(["a", "b"], Shard(), 2) == ["a", "b"]
+def test_single_process_shard_is_everything_and_gather_is_identity():
+    items = [_item(i, i) for i in range(4)]
+    assert shard_items(items, Shard()) == ([0, 1, 2, 3], items)
+    assert gather_in_order(["a", "b"], [0, 1], Shard(), 2) == ["a", "b"]
 
 
 def _records(root: Path):
