@@ -453,7 +453,7 @@ def bench_sweep(device=None, shape=None, *, data_dir=None, tokenizer_dir=None, l
     (JSON) when given.
     """
     from lobolib.benchmarks import build_prompt
-    from lobolib.evaluate import DEFAULT_MAX_NEW_TOKENS, evaluate
+    from lobolib.evaluate import DEFAULT_MAX_NEW_TOKENS, decoding_path, evaluate
 
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     on_gpu = device.type == "cuda"
@@ -507,6 +507,7 @@ def bench_sweep(device=None, shape=None, *, data_dir=None, tokenizer_dir=None, l
         "dtype": str(dtype).replace("torch.", ""),
         "shape": shape or "MistralConfig() defaults (Mistral-7B)",
         "matmul_parameters": matmul_params,
+        "decoder": decoding_path(model, max(max(t) for t in tokens.values())),
         "prompts": prompts,
         "items": n_items,
         "mean_prompt_tokens": {b: sum(t) / len(t) - DEFAULT_MAX_NEW_TOKENS[b] for b, t in tokens.items()},
@@ -631,9 +632,12 @@ def bench_sharded(*, max_memory=None, card_gib: float = 15.0, dtype=torch.float1
                   data_dir=None, tokenizer_dir=None, seed: int = 0, out=None) -> dict:
     """The dual-T4 budget: Mistral-7B sharded over two GPUs by an accelerate device map with
     max_memory 14 GiB each, every GPU left with `card_gib` (a T4's 15 GiB) free by a ballast
-    allocation (so the automatic batch size sees a T4's free memory), fp16 (T4s have no bf16). Runs the whole sweep step
+    allocation (so the automatic batch size sees a T4's free memory), fp16 (T4s have no bf16). The
+    layers are spread evenly over the cards, as `device_map: auto` does in `models.load_model`
+    (accelerate's balanced memory), not packed onto the first card. Runs the whole sweep step
     — global pruning, then both benchmarks — and reports peak memory per card."""
     from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
     from transformers import MistralConfig, MistralForCausalLM
 
     from lobolib.evaluate import evaluate
@@ -650,8 +654,9 @@ def bench_sharded(*, max_memory=None, card_gib: float = 15.0, dtype=torch.float1
     with torch.device("meta"):
         model = MistralForCausalLM(MistralConfig())
     model = model.to(dtype)
-    device_map = infer_auto_device_map(model, max_memory=max_memory, dtype=dtype,
-                                       no_split_module_classes=list(model._no_split_modules))
+    no_split = list(model._no_split_modules)
+    balanced = get_balanced_memory(model, max_memory=max_memory, no_split_module_classes=no_split, dtype=dtype)
+    device_map = infer_auto_device_map(model, max_memory=balanced, dtype=dtype, no_split_module_classes=no_split)
     for name, where in device_map.items():
         module = model.get_submodule(name) if name else model
         module.to_empty(device=torch.device("cuda", where) if isinstance(where, int) else where)
@@ -660,6 +665,7 @@ def bench_sharded(*, max_memory=None, card_gib: float = 15.0, dtype=torch.float1
     model = dispatch_model(model, device_map=device_map)
     model.eval()
     tokenizer, item_sets, prompts = bench_inputs(model, data_dir, tokenizer_dir, seed)
+    print(f"bench sharded: model dispatched over cards {cards}; pruning, then evaluating", flush=True)
     for card in cards:
         torch.cuda.reset_peak_memory_stats(card)
     weights_gib = {card: torch.cuda.memory_allocated(card) / GIB - base_gib[card] for card in cards}
