@@ -564,24 +564,27 @@ def _need_gpus(count: int, what: str) -> None:
         raise LoboError(f"{what} needs {count} CUDA GPU(s), found {found}; run it on a GPU machine")
 
 
-def bench_data_parallel(*, data_dir=None, tokenizer_dir=None, level: float = 0.5, seed: int = 0,
-                        store_dir=None, out=None) -> dict | None:
-    """Data-parallel sweep step against one GPU, in one launch (`accelerate launch
-    --num_processes N -m lobolib bench data-parallel`): first the main process evaluates every
-    item alone while the others wait, then `sweep.run_sweep` runs the same level with every
-    process on its shard and the main process writes the merged cell into a scratch store, which
-    is then checked (every item once, nothing lost or duplicated). Returns the result on the main
-    process (None elsewhere)."""
+DATA_PARALLEL_LEVELS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
+
+
+def bench_data_parallel(*, data_dir=None, tokenizer_dir=None, seed: int = 0, store_dir=None, out=None) -> dict | None:
+    """Data-parallel sweep against one GPU, in one launch (`accelerate launch --num_processes N -m
+    lobolib bench data-parallel`). The same work both ways: `sweep.run_sweep` over N levels
+    (N = processes) into a scratch store, first by the main process alone (`Shard()`, the others
+    waiting), then by all N processes (one level each), each time from the same random weights.
+    The parallel store is then checked: every item of every cell once, nothing lost or duplicated.
+    Returns the result on the main process (None elsewhere)."""
     import shutil
     import tempfile
 
-    from lobolib.distributed import barrier, current_shard
+    from lobolib.distributed import Shard, barrier, current_shard
     from lobolib.evaluate import evaluate
     from lobolib.store import RecordStore
     from lobolib.sweep import run_sweep
 
     _need_gpus(1, "bench data-parallel")
     shard = current_shard()
+    levels = list(DATA_PARALLEL_LEVELS[:max(shard.world, 2)])
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     torch.cuda.set_device(device)
     model = _build_model({}, device, torch.bfloat16)
@@ -589,35 +592,36 @@ def bench_data_parallel(*, data_dir=None, tokenizer_dir=None, level: float = 0.5
     tokenizer, item_sets, prompts = bench_inputs(model, data_dir, tokenizer_dir, seed)
     for benchmark, items in item_sets.items():  # warm-up on every GPU
         evaluate(model, tokenizer, items[:4], model_name="bench", sparsity=0.0, progress=False)
-    prune.magnitude_prune(model, level)
-    total = sum(len(items) for items in item_sets.values())
-
-    barrier(shard)
-    single_s = None
-    if shard.is_main:
-        single_s = _timed(lambda: [evaluate(model, tokenizer, items, model_name="bench", sparsity=level,
-                                            progress=False) for items in item_sets.values()], device)
     root = Path(store_dir or Path(tempfile.gettempdir()) / "lobolib-bench-data-parallel")
     if shard.is_main:
         shutil.rmtree(root, ignore_errors=True)
+
+    def sweep(store, on):
+        return _timed(lambda: run_sweep(model, tokenizer, model_name="bench", levels=levels, item_sets=item_sets,
+                                        store=store, progress=False, shard=on), device)
+
     barrier(shard)
-    store = RecordStore(root)
-    parallel_s = _timed(lambda: run_sweep(model, tokenizer, model_name="bench", levels=[level], item_sets=item_sets,
-                                          store=store, progress=False, shard=shard), device)
+    single_s = sweep(RecordStore(root / "single"), Shard()) if shard.is_main else None
+    _fill(model, seed)  # unpruned again, identical on every GPU
+    barrier(shard)
+    store = RecordStore(root / "parallel")
+    parallel_s = sweep(store, shard)
     barrier(shard)
     if not shard.is_main:
         return None
     frame = store.read()
-    expected = {(b, it.id) for b, items in item_sets.items() for it in items}
-    stored = list(zip(frame["benchmark"], frame["item_id"]))
+    expected = {(level, b, it.id) for level in levels for b, items in item_sets.items() for it in items}
+    stored = list(zip(frame["sparsity"], frame["benchmark"], frame["item_id"]))
+    questions = len(expected)
     result = {
         "device": f"{shard.world} x {torch.cuda.get_device_name(device)}",
         "date": time.strftime("%Y-%m-%d"),
         "prompts": prompts,
         "items": {b: len(items) for b, items in item_sets.items()},
+        "levels": levels,
         "processes": shard.world,
-        "single_gpu_questions_per_s": total / single_s,
-        "data_parallel_questions_per_s": total / parallel_s,
+        "single_gpu_questions_per_s": questions / single_s,
+        "data_parallel_questions_per_s": questions / parallel_s,
         "data_parallel_speedup": single_s / parallel_s,
         "records_complete": set(stored) == expected and len(stored) == len(expected),
     }

@@ -89,6 +89,16 @@ def gather_in_order(results: Sequence[T], positions: Sequence[int], shard: Shard
     return merged
 
 
+def gather_object(values: list, shard: Shard) -> list:
+    """Every process's `values` concatenated in rank order, on every process (`values` itself
+    with one process)."""
+    if shard.world == 1:
+        return list(values)
+    from accelerate.utils import gather_object as accelerate_gather
+
+    return accelerate_gather(list(values))
+
+
 def barrier(shard: Shard) -> None:
     """Wait until every process gets here (no-op for one process)."""
     if shard.world > 1:

@@ -8,6 +8,9 @@ upward; no reload, no copy of the weights. Levels whose cells are all in the sto
 without any pruning work: the model is pruned directly to the next level that has a missing cell
 (one-shot there == cumulative from 0).
 
+Several GPUs: under `accelerate launch` the processes take one level each, N levels at a time
+(and share the items of levels left over), see `run_sweep`.
+
 Interrupt safety: each cell's records are written atomically (`RecordStore.write`) as soon as the
 cell is evaluated, so killing a sweep at any moment loses at most the cell in progress; a rerun
 evaluates only what is missing.
@@ -30,7 +33,7 @@ import pandas as pd
 
 from lobolib import prune
 from lobolib.benchmarks import Item
-from lobolib.distributed import Shard, barrier, current_shard, gather_in_order, shard_items
+from lobolib.distributed import Shard, barrier, current_shard, gather_in_order, gather_object, shard_items
 from lobolib.errors import LoboError
 from lobolib.evaluate import evaluate
 from lobolib.store import RecordStore, atomic_write_text, model_slug, sparsity_key
@@ -141,12 +144,67 @@ def _cell_summary(frame: pd.DataFrame) -> dict:
     }
 
 
-def _records_frame(records) -> pd.DataFrame:
-    rows = [{"gold": r.gold, "answer": r.answer, "loglik_answer": r.loglik_answer} for r in records]
-    frame = pd.DataFrame(rows, columns=["gold", "answer", "loglik_answer"])
-    frame["correct"] = [a is not None and a == g for a, g in zip(frame["answer"], frame["gold"])]
-    frame["valid"] = frame["answer"].notna()
-    return frame
+class _CellRunner:
+    """Prunes `model` to a level and evaluates that level's missing cells — for `run_sweep`, in
+    one of its two data-parallel modes. `seconds` collects each evaluated cell's wall time."""
+
+    def __init__(self, model, tokenizer, model_name, item_sets, store, missing, options, scope, include_lm_head,
+                 shard, progress):
+        self.model, self.tokenizer, self.model_name, self.progress = model, tokenizer, model_name, progress
+        self.item_sets, self.store, self.missing, self.options = item_sets, store, missing, options
+        self.scope, self.include_lm_head, self.shard = scope, include_lm_head, shard
+        self.seconds: dict[tuple[float, str], float] = {}
+
+    def _prune(self, level: float) -> dict:
+        if level > 0:
+            prune.magnitude_prune(self.model, level, scope=self.scope, include_lm_head=self.include_lm_head)
+        return prune.sparsity_report(self.model, include_lm_head=self.include_lm_head)
+
+    def _evaluate(self, level: float, items: Sequence[Item]):
+        return evaluate(self.model, self.tokenizer, items, model_name=self.model_name, sparsity=level,
+                        progress=self.progress, **self.options)
+
+    def _todo(self, level: float) -> list[str]:
+        return [b for b in self.item_sets if (level, b) in self.missing]
+
+    def level_per_process(self, levels: Sequence[float]) -> None:
+        """Process r prunes its own copy to `levels[r]` and evaluates that level's cells on every
+        item; the records and sparsity reports are gathered and the main process writes them all
+        (so hosts need no shared disk). Each GPU runs full batches, so throughput scales with the
+        GPUs; a process's levels ascend, so in-place pruning stays exact."""
+        level = levels[self.shard.rank]
+        report = self._prune(level)
+        cells, seconds = {}, {}
+        for benchmark in self._todo(level):
+            started = time.perf_counter()
+            cells[benchmark] = self._evaluate(level, self.item_sets[benchmark])
+            seconds[(level, benchmark)] = time.perf_counter() - started
+        for done_level, done_report, done_cells, done_seconds in gather_object(
+                [(level, report, cells, seconds)], self.shard):
+            self.seconds.update(done_seconds)
+            if self.shard.is_main:
+                record_sparsity(self.store, self.model_name, done_level, done_report, scope=self.scope,
+                                include_lm_head=self.include_lm_head)
+                for benchmark, records in done_cells.items():
+                    self.store.write(self.model_name, benchmark, done_level, records)
+        barrier(self.shard)
+
+    def items_per_process(self, level: float) -> None:
+        """Every process prunes to `level` and evaluates its shard of each missing cell's items; the
+        main process writes the merged cell (and the sparsity report)."""
+        report = self._prune(level)
+        if self.shard.is_main:
+            record_sparsity(self.store, self.model_name, level, report, scope=self.scope,
+                            include_lm_head=self.include_lm_head)
+        for benchmark in self._todo(level):
+            started = time.perf_counter()
+            items = self.item_sets[benchmark]
+            positions, mine = shard_items(items, self.shard)
+            records = gather_in_order(self._evaluate(level, mine), positions, self.shard, len(items))
+            if self.shard.is_main:
+                self.store.write(self.model_name, benchmark, level, records)
+            self.seconds[(level, benchmark)] = time.perf_counter() - started
+            barrier(self.shard)
 
 
 def run_sweep(
@@ -177,8 +235,13 @@ def run_sweep(
     missing cell (unchanged when nothing was missing).
 
     Data parallel (`shard`, default: `distributed.current_shard()`): under a launcher with N
-    processes each evaluates its shard of every cell's items and the main process writes the merged
-    cell (see lobolib.distributed); every process must call run_sweep with the same arguments.
+    processes, every process must call run_sweep with the same arguments. The missing levels go
+    out N at a time, one level per process: each prunes its own copy to its level and evaluates
+    every item of that level's cells (full batches on every GPU). Levels left over (fewer than N)
+    are shared item-wise: each process evaluates a size-balanced shard of the items (see
+    lobolib.distributed). Either way the records are gathered and the main process alone writes
+    each cell, once, complete, in item order. A process's model ends pruned to the last
+    level it evaluated.
 
     Returns one summary row per (level, benchmark): model, sparsity, benchmark, status ("evaluated"
     or "stored"), n_items, accuracy (invalid counts as wrong), invalid_rate, loglik_accuracy,
@@ -186,47 +249,40 @@ def run_sweep(
     from the sparsity JSON for stored levels, NaN where never recorded), seconds (evaluation time, 0
     for stored cells).
     """
-    from tqdm.auto import tqdm
-
     keys = validate_levels(levels)
     if scope not in prune.SCOPES:
         raise LoboError(f"scope must be one of {list(prune.SCOPES)}, got {scope!r}")
     _check_item_sets(item_sets)
     options = _check_eval_options(eval_options)
-    benchmarks = list(item_sets)
     shard = shard or current_shard()
     progress = progress and shard.is_main
     barrier(shard)  # every process sees the same store before deciding what is missing
-    missing = set(missing_cells(store, model_name, keys, benchmarks))
+    missing = set(missing_cells(store, model_name, keys, list(item_sets)))
     if missing:
         _check_not_pruned_beyond(model, min(level for level, _ in missing), include_lm_head)
+    todo_levels = [level for level in keys if any((level, b) in missing for b in item_sets)]
+    whole = len(todo_levels) - len(todo_levels) % shard.world if shard.world > 1 else 0
+    cell = _CellRunner(model, tokenizer, model_name, item_sets, store, missing, options, scope, include_lm_head, shard,
+                       progress)
 
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(todo_levels), desc=f"sweep {model_name}", unit="level", disable=not progress) as bar:
+        for first in range(0, whole, shard.world):  # a level per process, whole items
+            cell.level_per_process(todo_levels[first:first + shard.world])
+            bar.update(shard.world)
+        for level in todo_levels[whole:]:  # the rest: every process on a shard of the items
+            cell.items_per_process(level)
+            bar.update(1)
+    barrier(shard)
+    achieved = read_sparsity(store, model_name).get("levels", {})
     rows = []
-    for level in tqdm(keys, desc=f"sweep {model_name}", unit="level", disable=not progress):
-        todo = [b for b in benchmarks if (level, b) in missing]
-        if todo and level > 0:
-            prune.magnitude_prune(model, level, scope=scope, include_lm_head=include_lm_head)
-        if todo and shard.is_main:
-            report = prune.sparsity_report(model, include_lm_head=include_lm_head)
-            record_sparsity(store, model_name, level, report, scope=scope, include_lm_head=include_lm_head)
-        barrier(shard)
-        achieved = read_sparsity(store, model_name).get("levels", {}).get(f"{level:.4f}", {}).get("pruned", math.nan)
-        for benchmark in benchmarks:
-            if benchmark in todo:
-                started = time.perf_counter()
-                items = item_sets[benchmark]
-                positions, mine = shard_items(items, shard)
-                records = evaluate(model, tokenizer, mine, model_name=model_name,
-                                   sparsity=level, progress=progress, **options)
-                records = gather_in_order(records, positions, shard, len(items))
-                seconds = time.perf_counter() - started
-                if shard.is_main:
-                    store.write(model_name, benchmark, level, records)
-                barrier(shard)
-                summary, status = _cell_summary(_records_frame(records)), "evaluated"
-            else:
-                frame = store.read(models=[model_name], benchmarks=[benchmark], sparsities=[level])
-                summary, status, seconds = _cell_summary(frame), "stored", 0.0
-            rows.append({"model": model_name, "sparsity": level, "benchmark": benchmark, "status": status,
-                         **summary, "achieved_sparsity": achieved, "seconds": seconds})
+    for level in keys:
+        for benchmark in item_sets:
+            frame = store.read(models=[model_name], benchmarks=[benchmark], sparsities=[level])
+            evaluated = (level, benchmark) in missing
+            rows.append({"model": model_name, "sparsity": level, "benchmark": benchmark,
+                         "status": "evaluated" if evaluated else "stored", **_cell_summary(frame),
+                         "achieved_sparsity": achieved.get(f"{level:.4f}", {}).get("pruned", math.nan),
+                         "seconds": cell.seconds.get((level, benchmark), 0.0)})
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))

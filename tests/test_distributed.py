@@ -1,6 +1,7 @@
 """Data-parallel evaluation: shards cover every item once, and a two-process sweep (accelerate,
 CPU/gloo) writes exactly the records a single process writes."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,10 @@ def test_two_processes_write_the_same_records_as_one(tmp_path):
                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                     str(SCRIPT), str(parallel)], check=True, timeout=300, capture_output=True)
     one, two = _records(single), _records(parallel)
-    assert len(two) == 2 * (11 + 7)  # two levels, every item exactly once
+    # three levels: one per process for 0.0 and 0.5, then 0.7 shared item-wise; every item once
+    assert len(two) == 3 * (11 + 7)
     assert not two.duplicated(["benchmark", "sparsity", "item_id"]).any()
     assert one.equals(two)
+    sparsity = json.loads((parallel / "sparsity" / "tiny.json").read_text())
+    assert sorted(sparsity["levels"]) == ["0.0000", "0.5000", "0.7000"]
+    assert sparsity["levels"]["0.5000"]["pruned"] == pytest.approx(0.5, abs=0.01)

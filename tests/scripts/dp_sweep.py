@@ -22,5 +22,5 @@ items = {
     "mmlu": [Item(f"anatomy/{i}", "mmlu", "anatomy", f"which organ {i}?", "", ("heart", "lung", "liver", "kidney"),
                   "ABCD"[i % 4]) for i in range(7)],
 }
-run_sweep(model, tokenizer, model_name="tiny", levels=[0.0, 0.5], item_sets=items,
+run_sweep(model, tokenizer, model_name="tiny", levels=[0.0, 0.5, 0.7], item_sets=items,
           store=RecordStore(sys.argv[1]), progress=False)
