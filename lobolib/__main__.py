@@ -116,8 +116,10 @@ def _bench(args) -> int:
         return 0
     given = {"out": args.out, "data_dir": args.data_dir, "tokenizer_dir": args.tokenizer_dir, "level": args.level}
     given = {key: value for key, value in given.items() if value is not None}
-    if args.what == "data-parallel":  # its levels are fixed: one per process
-        bench.bench_data_parallel(**{k: v for k, v in given.items() if k != "level"})
+    if args.what == "data-parallel":
+        if args.level is not None:
+            raise LoboError("bench data-parallel takes no --level: it sweeps one fixed level per process; drop --level")
+        bench.bench_data_parallel(**given)
     elif args.what == "sharded":
         bench.bench_sharded(**given)
     else:

@@ -1,13 +1,13 @@
 """Evaluate a model on benchmark items: batched greedy generation and first-token option scores
 in one pass.
 
-For every item, one greedy `generate` call on a batch of prompts yields two things at once:
+For every item, one greedy decoding pass over a batch of prompts yields two things at once:
 
 * the generated answer text (the new tokens, decoded), which `lobolib.parsing` turns into an
   answer and a tier — what the model *says*;
 * the log-probability of each option label's first token (" yes"/" no"/" maybe" for PubMedQA,
   " A".." D" for MMLU) at the first decode step — the logits at the last prompt position, which
-  `generate` already computes. Their argmax is the log-likelihood answer — what the model *knows*.
+  decoding computes anyway. Their argmax is the log-likelihood answer — what the model *knows*.
 
 Telling the two apart item by item is what separates generation collapse from knowledge loss.
 
@@ -15,8 +15,10 @@ Design decisions (see also `evaluate`'s docstring):
 
 * Batching: prompts are tokenised once, sorted by token length (longest first, so an
   out-of-memory error shows up in the first batch) and cut into batches of similar length; each
-  batch is left-padded by hand (whatever the tokenizer's `padding_side`) and goes through one
-  `generate` call. Records come back in the input order.
+  batch is padded by hand (whatever the tokenizer's `padding_side`) and decoded in one call of
+  `lobolib.decode.greedy` (right padding, no host sync per token: the fast path for Mistral/Llama/
+  Qwen-style models) or, for other models, `model.generate` (left padding). Both give the same
+  tokens and scores. Records come back in the input order.
 * Batch size: `batch_size=None` sizes batches from a memory budget (free GPU memory, or a fixed
   budget on CPU) and a per-token cost estimated from the model config. On
   `torch.OutOfMemoryError` the batch limit is halved (for the rest of the call too) and the same
@@ -26,7 +28,9 @@ Design decisions (see also `evaluate`'s docstring):
   has stopped or `max_new_tokens` (10 PubMedQA, 5 MMLU: the reference study's) is reached. No
   newline stop: the reference study's parser reads the whole 10/5-token response ("contains
   yes"), so cutting it short would change what its compatible mode sees; and at these lengths the
-  decode steps are a small share of a batch's cost next to the prompt's forward pass.
+  decode steps are a small share of a batch's cost next to the prompt's forward pass (the fast
+  path always runs all `max_new_tokens` steps, padding rows that ended, rather than wait on the
+  host to learn that every row has).
 * Truncation: a prompt that with `max_new_tokens` exceeds the model's maximum positions raises
   `LoboError` (naming the items); prompts are never truncated silently, since cutting a PubMedQA
   context changes the question.

@@ -57,6 +57,9 @@ def test_bench_commands_reach_their_functions(monkeypatch, tmp_path):
     assert calls == [("sweep", {"out": str(out), "level": 0.25}), ("prune", {"device": "cpu"}),
                      ("data_parallel", {"data_dir": "d", "tokenizer_dir": "t"}), ("sharded", {})]
     assert out.read_text().strip() == '{\n  "ok": 1\n}'
+    calls.clear()
+    assert main(["bench", "data-parallel", "--level", "0.5"]) == 2  # its levels are one per process
+    assert calls == []
 
 
 def test_set_override_reaches_the_config(tmp_path):
