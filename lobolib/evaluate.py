@@ -46,7 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import sdpa_kernel
 
 from lobolib import benchmarks, decode, parsing, store
 from lobolib.benchmarks import Item
@@ -57,11 +57,6 @@ DEFAULT_MAX_NEW_TOKENS = {"pubmedqa": 10, "mmlu": 5}  # the reference study's ge
 CPU_BUDGET_BYTES = 2 * 2**30  # memory a CPU batch may use
 GPU_FREE_FRACTION = 0.7  # share of free GPU memory a batch may use
 MAX_AUTO_BATCH = {"cpu": 64, "cuda": 1024}  # beyond this, bigger batches buy no speed
-SDPA_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
-"""Attention kernels generation may use. Not cuDNN's: it builds an execution plan for every new
-shape, and generation brings a new shape at every step and every batch — profiled on an H100
-(torch 2.11), its attention calls cost 2.3 ms of CPU each, half of all CPU time, leaving the GPU
-idle most of the time."""
 MAX_PADDING = 0.08  # pad tokens allowed per real token in a batch (prompts differ in length)
 MIN_BATCH_TOKENS = 8192  # real tokens a batch holds before the padding limit applies
 
@@ -303,11 +298,11 @@ def generate_batch(model, tokenizer, rows, *, pad_id: int, new_tokens: int, labe
     """
     eos_ids = _eos_ids(model, tokenizer)
     total = max(len(r) for r in rows) + new_tokens
-    with sdpa_kernel(list(SDPA_BACKENDS)):
-        if decode.supports(model, total) is None:
-            tokens, logprobs = decode.greedy(model, rows, pad_id=pad_id, eos_ids=eos_ids, new_tokens=new_tokens,
-                                             label_ids=label_ids, device=input_device(model))
-        else:
+    if decode.supports(model, total) is None:
+        tokens, logprobs = decode.greedy(model, rows, pad_id=pad_id, eos_ids=eos_ids, new_tokens=new_tokens,
+                                         label_ids=label_ids, device=input_device(model))
+    else:
+        with sdpa_kernel(list(decode.SDPA_BACKENDS)):
             tokens, logprobs = _generate(model, rows, pad_id=pad_id, eos_ids=eos_ids, new_tokens=new_tokens,
                                          label_ids=label_ids)
     texts = [t.strip() for t in tokenizer.batch_decode(tokens, skip_special_tokens=True)]

@@ -102,3 +102,21 @@ def test_evaluate_gives_the_same_records_through_either_decoder(tiny_model_and_t
     for a, b in zip(fast, slow):
         assert a.loglik_answer == b.loglik_answer
         assert a.option_logprobs == pytest.approx(b.option_logprobs, abs=1e-4)
+
+
+def test_decoding_keeps_off_cudnn_attention(sharp_model, monkeypatch):
+    """cuDNN's attention builds a plan per new shape — every decode step is one — so greedy runs
+    its attention with cuDNN disabled, whoever calls it."""
+    seen = []
+    real = decode._attention
+
+    def spy(*args, **kwargs):
+        seen.append(torch.backends.cuda.cudnn_sdp_enabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decode, "_attention", spy)  # greedy registers the module's _attention on each call
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    decode.greedy(sharp_model, _rows([5, 9]), pad_id=PAD, eos_ids=[2], new_tokens=3, label_ids=None,
+                  device=torch.device("cpu"))
+    assert seen and not any(seen)
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before  # restored afterwards
