@@ -80,9 +80,7 @@ def gather_in_order(results: Sequence[T], positions: Sequence[int], shard: Shard
     Every process gets the full list; with one process it is `results` itself."""
     if shard.world == 1:
         return list(results)
-    from accelerate.utils import gather_object
-
-    indexed = gather_object(list(zip(positions, results)))
+    indexed = gather_object(list(zip(positions, results)), shard)
     merged = [r for _, r in sorted(indexed, key=lambda pair: pair[0])]
     if len(merged) != total or sorted(p for p, _ in indexed) != list(range(total)):
         raise RuntimeError(f"data-parallel gather returned {len(merged)} results for {total} items")

@@ -234,14 +234,10 @@ def _pad_id(model, tokenizer) -> int:
         return tokenizer.pad_token_id
     if model.generation_config.pad_token_id is not None:
         return model.generation_config.pad_token_id
-    eos = model.generation_config.eos_token_id
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    if isinstance(eos, (list, tuple)):
-        eos = eos[0]
-    if eos is None:
+    eos = _eos_ids(model, tokenizer)
+    if not eos:
         raise LoboError("the tokenizer has neither a pad nor an end-of-sequence token; set tokenizer.pad_token.")
-    return eos
+    return eos[0]
 
 
 def _eos_ids(model, tokenizer) -> list[int]:

@@ -144,9 +144,18 @@ def _cell_summary(frame: pd.DataFrame) -> dict:
     }
 
 
+def _records_frame(records) -> pd.DataFrame:
+    rows = [{"gold": r.gold, "answer": r.answer, "loglik_answer": r.loglik_answer} for r in records]
+    frame = pd.DataFrame(rows, columns=["gold", "answer", "loglik_answer"])
+    frame["correct"] = [a is not None and a == g for a, g in zip(frame["answer"], frame["gold"])]
+    frame["valid"] = frame["answer"].notna()
+    return frame
+
+
 class _CellRunner:
     """Prunes `model` to a level and evaluates that level's missing cells — for `run_sweep`, in
-    one of its two data-parallel modes. `seconds` collects each evaluated cell's wall time."""
+    one of its two data-parallel modes. `seconds` and `summaries` collect each evaluated cell's
+    wall time and `_cell_summary` (on every process: the records are gathered to all)."""
 
     def __init__(self, model, tokenizer, model_name, item_sets, store, missing, options, scope, include_lm_head,
                  shard, progress):
@@ -154,6 +163,7 @@ class _CellRunner:
         self.item_sets, self.store, self.missing, self.options = item_sets, store, missing, options
         self.scope, self.include_lm_head, self.shard = scope, include_lm_head, shard
         self.seconds: dict[tuple[float, str], float] = {}
+        self.summaries: dict[tuple[float, str], dict] = {}
 
     def _prune(self, level: float) -> dict:
         if level > 0:
@@ -166,6 +176,12 @@ class _CellRunner:
 
     def _todo(self, level: float) -> list[str]:
         return [b for b in self.item_sets if (level, b) in self.missing]
+
+    def _keep(self, level: float, benchmark: str, records) -> None:
+        """Summarise a complete cell; the main process writes it to the store."""
+        self.summaries[(level, benchmark)] = _cell_summary(_records_frame(records))
+        if self.shard.is_main:
+            self.store.write(self.model_name, benchmark, level, records)
 
     def level_per_process(self, levels: Sequence[float]) -> None:
         """Process r prunes its own copy to `levels[r]` and evaluates that level's cells on every
@@ -185,8 +201,8 @@ class _CellRunner:
             if self.shard.is_main:
                 record_sparsity(self.store, self.model_name, done_level, done_report, scope=self.scope,
                                 include_lm_head=self.include_lm_head)
-                for benchmark, records in done_cells.items():
-                    self.store.write(self.model_name, benchmark, done_level, records)
+            for benchmark, records in done_cells.items():
+                self._keep(done_level, benchmark, records)
         barrier(self.shard)
 
     def items_per_process(self, level: float) -> None:
@@ -201,8 +217,7 @@ class _CellRunner:
             items = self.item_sets[benchmark]
             positions, mine = shard_items(items, self.shard)
             records = gather_in_order(self._evaluate(level, mine), positions, self.shard, len(items))
-            if self.shard.is_main:
-                self.store.write(self.model_name, benchmark, level, records)
+            self._keep(level, benchmark, records)
             self.seconds[(level, benchmark)] = time.perf_counter() - started
             barrier(self.shard)
 
@@ -279,10 +294,11 @@ def run_sweep(
     rows = []
     for level in keys:
         for benchmark in item_sets:
-            frame = store.read(models=[model_name], benchmarks=[benchmark], sparsities=[level])
             evaluated = (level, benchmark) in missing
+            summary = cell.summaries[(level, benchmark)] if evaluated else _cell_summary(
+                store.read(models=[model_name], benchmarks=[benchmark], sparsities=[level]))
             rows.append({"model": model_name, "sparsity": level, "benchmark": benchmark,
-                         "status": "evaluated" if evaluated else "stored", **_cell_summary(frame),
+                         "status": "evaluated" if evaluated else "stored", **summary,
                          "achieved_sparsity": achieved.get(f"{level:.4f}", {}).get("pruned", math.nan),
                          "seconds": cell.seconds.get((level, benchmark), 0.0)})
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
