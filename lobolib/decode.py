@@ -2,16 +2,14 @@
 
 `greedy` does what `model.generate(do_sample=False)` does for a batch of prompts — the first
 decode step's logits, then `new_tokens` greedy tokens with rows stopping at end-of-sequence — in a
-loop of plain forward calls shaped for speed:
+loop over `lobolib.forward.Stack`, the decoder's fused forward pass with a static KV cache:
 
 * Right padding in the prefill. Each prompt starts at position 0 and pad tokens only follow real
   ones, so causal attention alone keeps them out of every real token's view: the prefill needs no
-  attention mask, which lets scaled-dot-product attention take its flash kernel and share the
-  key/value heads among query heads (grouped-query attention) without copying them. The first
-  token's logits are read at each row's own last prompt position.
-* Decode steps see the pad slots of the cache through a 4-D mask built once per batch. For the
-  single query of a decode step, the query heads of each key/value group are laid out as rows of
-  one query block (`_attention`), so the cache is read once per group rather than copied per head.
+  attention mask and takes the flash kernel. The first token's logits are read at each row's own
+  last prompt position (the only position the prefill's last layer finishes).
+* Decode steps write each new token's keys and values into the next cache slot and attend to the
+  prompt's real slots and the generated ones through a mask built once per batch.
 * No host synchronisation per token. Finished rows are tracked on the device; every step is
   queued at once and the tokens come back in one copy at the end. A step costs the GPU a few
   milliseconds but Python more than that to launch, so queuing them behind the prompt's forward
@@ -19,25 +17,25 @@ loop of plain forward calls shaped for speed:
   row has ended early — at most 9 cheap steps.
 
 `supports(model, total_length)` says whether a model can take this path (decoder-only families
-whose attention runs through transformers' attention interface, a greedy generation config, and
-lengths inside any sliding window); the evaluator falls back to `generate` otherwise. Both paths
-give the same tokens and first-token log-probabilities (tested against `generate`).
+with the structure `lobolib.forward` computes, a greedy generation config, and lengths inside any
+sliding window); the evaluator falls back to `generate` otherwise. Both paths give the same tokens
+and first-token log-probabilities (tested against `generate`).
 """
 
 from __future__ import annotations
 
-import inspect
+import os
+import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-ATTENTION_NAME = "lobolib_sdpa"
+from lobolib import forward
+
 FAMILIES = frozenset({"mistral", "llama", "qwen2", "qwen3"})
-"""Model types whose causal LM is `lm_head(norm(decoder(...)))` with attention dispatched through
-transformers' attention interface by `config._attn_implementation`."""
+"""Model types whose causal LM is `lm_head(norm(decoder(embed(ids))))` with nothing between the
+decoder layers that `lobolib.forward` would miss (no embedding scale, no logit soft-capping)."""
 
 SDPA_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
 """Attention kernels decoding may use. Not cuDNN's: it builds an execution plan for every new
@@ -68,8 +66,6 @@ def supports(model, total_length: int) -> str | None:
     config = model.config
     if getattr(config, "model_type", None) not in FAMILIES:
         return f"model type {getattr(config, 'model_type', None)!r} is not one of {sorted(FAMILIES)}"
-    if getattr(config, "_attn_implementation", None) not in ("sdpa", ATTENTION_NAME):
-        return f"attention implementation {config._attn_implementation!r} is not sdpa"
     window = getattr(config, "sliding_window", None)
     if window and getattr(config, "use_sliding_window", True) and total_length > window:
         return f"{total_length} positions exceed the sliding window of {window}"
@@ -77,67 +73,7 @@ def supports(model, total_length: int) -> str | None:
     for field, neutral in _GREEDY_NEUTRAL.items():
         if getattr(generation, field, None) not in neutral:
             return f"generation_config.{field} = {getattr(generation, field)!r} changes greedy decoding"
-    if _register() is None:
-        return "this transformers version has no attention interface"
-    return None
-
-
-def _register():
-    """Register `_attention` with transformers under ATTENTION_NAME (once); None when the installed
-    transformers has no attention interface."""
-    try:
-        from transformers import AttentionInterface
-    except ImportError:
-        return None
-    AttentionInterface.register(ATTENTION_NAME, _attention)
-    return ATTENTION_NAME
-
-
-def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
-    """Scaled-dot-product attention for `greedy`'s two calls (query, key, value: batch, heads,
-    positions, head dim; returns batch, positions, heads, head dim):
-
-    * no mask (the right-padded prefill): causal attention, key/value heads shared by their query
-      groups inside the kernel;
-    * one query position with a mask (a decode step): the query heads of each key/value group
-      become the rows of one query block, so the mask (the same for every head) broadcasts and the
-      cache is read as it is stored.
-    Anything else goes to transformers' own SDPA attention."""
-    groups = getattr(module, "num_key_value_groups", 1)
-    batch, heads, length, dim = query.shape
-    if attention_mask is None:
-        causal = length > 1 and (is_causal if is_causal is not None else getattr(module, "is_causal", True))
-        out = F.scaled_dot_product_attention(query, key, value, is_causal=causal, scale=scaling,
-                                             enable_gqa=groups > 1)
-        return out.transpose(1, 2).contiguous(), None
-    if length == 1 and attention_mask.dim() == 4 and attention_mask.shape[1] == 1:
-        packed = query.reshape(batch, heads // groups, groups, dim)
-        out = F.scaled_dot_product_attention(packed, key, value, attn_mask=attention_mask, scale=scaling)
-        return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                  is_causal=is_causal, **kwargs)
-
-
-@contextmanager
-def _lobolib_attention(model):
-    """Route the model's attention through `_attention` for the duration (restored after)."""
-    if _register() is None:
-        raise RuntimeError("decode.greedy needs transformers' AttentionInterface; check decode.supports first")
-    config = model.config
-    before = config._attn_implementation
-    config._attn_implementation = ATTENTION_NAME
-    try:
-        yield
-    finally:
-        config._attn_implementation = before
-
-
-def _cache_argument(decoder) -> str:
-    """The decoder's keyword for the KV cache: "cache" from transformers 5.24 on, "past_key_values"
-    before."""
-    return "cache" if "cache" in inspect.signature(type(decoder).forward).parameters else "past_key_values"
+    return forward.supports(model)
 
 
 def _right_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,6 +86,91 @@ def _right_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torc
     return ids.to(device), lengths.to(device)
 
 
+class _Decoding:
+    """The decode loop's state, all on the device, and one step that advances it in place: feed
+    `token`, write the next one back into `token`, mark rows that ended, move to the next slot.
+    Every tensor keeps its storage from step to step, which is what lets `greedy` capture one
+    step in a CUDA graph and replay it for the rest."""
+
+    def __init__(self, stack: forward.Stack, head, first: torch.Tensor, lengths: torch.Tensor, width: int,
+                 new_tokens: int, pad_id: int, eos: torch.Tensor):
+        self.stack, self.head, self.pad_id, self.eos = stack, head, pad_id, eos
+        self.token = first
+        self.done = self._ended(first)
+        self.positions = lengths.clone()  # rotary position of the token being fed
+        self.slot = torch.full((1,), width, dtype=torch.long, device=first.device)  # where its keys go
+        self.slots = torch.arange(width + new_tokens, device=first.device)
+        self.prompt_or_new = ((self.slots[None, :] < lengths[:, None]) | (self.slots[None, :] >= width))[:, None, None, :]
+
+    def _ended(self, token: torch.Tensor) -> torch.Tensor:
+        return (token[:, None] == self.eos[None, :]).any(dim=1)
+
+    def step(self) -> None:
+        visible = self.prompt_or_new & (self.slots <= self.slot)
+        hidden = self.stack.step(self.token, self.positions, self.slot, visible)
+        chosen = self.head(hidden).argmax(dim=-1).to(self.token.device)
+        self.token.copy_(torch.where(self.done, self.pad_id, chosen))
+        self.done |= self._ended(self.token)
+        self.positions += 1
+        self.slot += 1
+
+
+class _Replay:
+    """A batch's decode steps as one CUDA graph: a step is captured once and every step after it
+    is a replay — one launch instead of hundreds (a step's kernels take about 5 ms of an H100,
+    their launches about 25 ms of Python). The first batch of a process runs its first step
+    eagerly, which compiles and warms up every kernel a step uses; later batches of two rows or
+    more of a decoder of the same shapes capture their first step directly. Off with
+    `LOBOLIB_CUDA_GRAPHS=0`; after a failed capture (with a warning saying why) steps run eagerly
+    for the rest of the process. (Seen with torch 2.11: a capture that fails inside
+    `capture_begin` leaves the card's random generator marked as capturing, and later
+    `torch.randn` calls on it fail; decoding itself draws no random numbers.)
+
+    Each graph has its own memory pool, which PyTorch keeps reserved after the graph is gone
+    (it frees it when an allocation needs the room); `evaluate`'s batch budget counts such
+    cached memory as free. Sharing one pool between the batches' graphs fails in torch 2.11
+    (an internal use-count assertion once the first graph is freed), so they do not."""
+
+    failed: str | None = None
+    warmed: set = set()  # signatures of stacks whose step was captured: their kernels exist
+
+    @classmethod
+    def wanted(cls, stack: forward.Stack) -> bool:
+        return (cls.failed is None and os.environ.get("LOBOLIB_CUDA_GRAPHS", "1") != "0"
+                and stack.on_one_cuda_device())
+
+    def __init__(self, decoding: _Decoding):
+        self.decoding = decoding
+        self.graph = None
+
+    def capture(self) -> bool:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.stream(stream):
+                graph.capture_begin()
+                try:
+                    self.decoding.step()
+                finally:
+                    graph.capture_end()
+        except Exception as error:  # an op that syncs or allocates on the host: step eagerly
+            _Replay.failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            warnings.warn(f"lobolib.decode: CUDA graph capture failed ({_Replay.failed}); decoding eagerly",
+                          stacklevel=3)
+            torch.cuda.synchronize()
+            return False
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = graph
+        _Replay.warmed.add(self.decoding.stack.signature())
+        return True
+
+    def first_step(self, batch: int) -> int:
+        """The decode step to capture: 1 once warmed up (batch size 1 would need kernels
+        specialised for one row), else 2 after an eager warm-up step."""
+        return 1 if self.decoding.stack.signature() in _Replay.warmed and batch > 1 else 2
+
+
 def greedy(model, rows: Sequence[Sequence[int]], *, pad_id: int, eos_ids: Sequence[int], new_tokens: int,
            label_ids: Sequence[int] | None, device) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Greedy-decode `new_tokens` tokens after each prompt in `rows` (token id lists).
@@ -158,29 +179,25 @@ def greedy(model, rows: Sequence[Sequence[int]], *, pad_id: int, eos_ids: Sequen
     end-of-sequence token (as `generate` pads), and the log-probabilities over the vocabulary of
     `label_ids` at the first decode step, (rows, labels) float, or None without `label_ids`.
     `device` is where the prompt tokens go (the input embedding's device)."""
-    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    head = model.get_output_embeddings()
     ids, lengths = _right_pad(rows, pad_id, device)
     batch, width = ids.shape
     eos = torch.tensor(list(eos_ids), dtype=torch.long, device=device)
-    with _lobolib_attention(model), sdpa_kernel(list(SDPA_BACKENDS)):
-        cache_argument = _cache_argument(decoder)
-        out = decoder(input_ids=ids, use_cache=True)
-        hidden = out.last_hidden_state  # on the last layer's card when the model spans several
-        last = hidden[torch.arange(batch, device=hidden.device), (lengths - 1).to(hidden.device)]
-        logits = head(last).float()
+    with sdpa_kernel(list(SDPA_BACKENDS)):
+        stack = forward.Stack(model, batch, width + new_tokens)
+        logits = head(stack.prefill(ids, lengths)).float()
         logprobs = None if label_ids is None else torch.log_softmax(logits, dim=-1)[:, list(label_ids)]
-        token = logits.argmax(dim=-1).to(device)
-        done = torch.isin(token, eos)
-        tokens = [token]
-        cache = out[cache_argument]
-        slots = torch.arange(width + new_tokens, device=device)
-        visible = ((slots[None, :] < lengths[:, None]) | (slots[None, :] >= width))[:, None, None, :]
+        decoding = _Decoding(stack, head, logits.argmax(dim=-1).to(device), lengths, width, new_tokens, pad_id, eos)
+        tokens = [decoding.token.clone()]
+        replay = _Replay(decoding) if _Replay.wanted(stack) else None
+        capture_at = replay.first_step(batch) if replay is not None else None
         for step in range(1, new_tokens):
-            out = decoder(input_ids=token[:, None], attention_mask=visible[..., :width + step],
-                          position_ids=(lengths + step - 1)[:, None], use_cache=True, **{cache_argument: cache})
-            step_logits = head(out.last_hidden_state[:, -1])
-            token = torch.where(done, pad_id, step_logits.argmax(dim=-1).to(device))
-            done = done | torch.isin(token, eos)
-            tokens.append(token)
+            if step == capture_at and not replay.capture():
+                replay = None
+            if replay is not None and replay.graph is not None:
+                replay.graph.replay()
+            else:
+                decoding.step()
+            tokens.append(decoding.token.clone())
     result = torch.stack(tokens, dim=1).cpu()
     return result, None if logprobs is None else logprobs.cpu()
