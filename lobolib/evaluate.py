@@ -14,11 +14,12 @@ Telling the two apart item by item is what separates generation collapse from kn
 Design decisions (see also `evaluate`'s docstring):
 
 * Batching: prompts are tokenised once, sorted by token length (longest first, so an
-  out-of-memory error shows up in the first batch) and cut into batches of similar length; each
-  batch is padded by hand (whatever the tokenizer's `padding_side`) and decoded in one call of
-  `lobolib.decode.greedy` (right padding, no host sync per token: the fast path for Mistral/Llama/
-  Qwen-style models) or, for other models, `model.generate` (left padding). Both give the same
-  tokens and scores. Records come back in the input order.
+  out-of-memory error shows up in the first batches) and cut into the batches of least
+  estimated cost (padding against a fixed cost per batch, `next_batch`); each batch is padded by hand (whatever the tokenizer's `padding_side`) and decoded in one call of
+  `lobolib.decode.greedy` (right padding, a fused forward pass with a static cache, no host sync
+  per token: the fast path for Mistral/Llama/Qwen-style models) or, for other models,
+  `model.generate` (left padding). Both give the same tokens and scores. Records come back in
+  the input order.
 * Batch size: `batch_size=None` sizes batches from a memory budget (free GPU memory, or a fixed
   budget on CPU) and a per-token cost estimated from the model config. On
   `torch.OutOfMemoryError` the batch limit is halved (for the rest of the call too) and the same
@@ -42,13 +43,15 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.nn.attention import sdpa_kernel
 
-from lobolib import benchmarks, decode, parsing, store
+from lobolib import benchmarks, decode, forward, parsing, store
 from lobolib.benchmarks import Item
 from lobolib.errors import LoboError
 from lobolib.store import Record
@@ -57,8 +60,12 @@ DEFAULT_MAX_NEW_TOKENS = {"pubmedqa": 10, "mmlu": 5}  # the reference study's ge
 CPU_BUDGET_BYTES = 2 * 2**30  # memory a CPU batch may use
 GPU_FREE_FRACTION = 0.7  # share of free GPU memory a batch may use
 MAX_AUTO_BATCH = {"cpu": 64, "cuda": 1024}  # beyond this, bigger batches buy no speed
-MAX_PADDING = 0.08  # pad tokens allowed per real token in a batch (prompts differ in length)
-MIN_BATCH_TOKENS = 8192  # real tokens a batch holds before the padding limit applies
+STEP_COST_TOKENS = 600
+"""What one decode step of a batch costs, in prompt tokens of its prefill. A step reads every
+weight once whatever the batch size, so its floor is a card's FLOP/s over its memory bytes/s
+(about 300 on an H100 in bf16); with the cache reads, the step's compute and the graph capture,
+a PubMedQA batch's decode measured 110-190 ms on an H100 against 21 us per prefill token: 500
+to 900 tokens a step. Batch planning weighs padding against this per-batch cost."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,11 +129,11 @@ class BatchBudget:
         total = padded_len + new_tokens
         return count * (total * self.per_token + self.per_sequence + total * total * self.attention_per_token2)
 
-    def fits(self, count: int, padded_len: int, new_tokens: int) -> bool:
-        """Whether a batch of this shape is allowed (one prompt is always allowed: it is tried)."""
-        if count <= 1:
-            return True
-        return count <= self.max_batch and self.cost(count, padded_len, new_tokens) <= self.bytes
+    def max_count(self, padded_len: int, new_tokens: int) -> int:
+        """The most prompts of `padded_len` tokens a batch may hold (at least one)."""
+        per_prompt = self.cost(1, padded_len, new_tokens)
+        room = self.max_batch if per_prompt <= 0 or not math.isfinite(self.bytes) else int(self.bytes // per_prompt)
+        return max(1, min(self.max_batch, room))
 
     def halve(self, failed_count: int) -> None:
         """Shrink after an out-of-memory error on a batch of `failed_count` prompts."""
@@ -181,13 +188,20 @@ def input_device(model) -> torch.device:
     return device
 
 
+def _free_bytes(device: torch.device) -> int:
+    """Memory a batch can take on a CUDA device: what the driver has free plus what PyTorch's
+    allocator holds cached but unused (earlier batches' blocks, which it hands out again)."""
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return torch.cuda.mem_get_info(device)[0] + cached
+
+
 def auto_budget(model, vocab_size: int, new_tokens: int) -> BatchBudget:
     """The automatic batch budget: a share of the free memory of the model's GPUs (the least free
     one), or a fixed CPU budget."""
     per_token, per_sequence, attention = _memory_costs(model, vocab_size, new_tokens)
     cuda = [d for d in _devices(model) if d.type == "cuda"]
     if cuda:
-        free = min(torch.cuda.mem_get_info(d)[0] for d in cuda)
+        free = min(_free_bytes(d) for d in cuda)
         return BatchBudget(MAX_AUTO_BATCH["cuda"], GPU_FREE_FRACTION * free, per_token, per_sequence, attention)
     return BatchBudget(MAX_AUTO_BATCH["cpu"], CPU_BUDGET_BYTES, per_token, per_sequence, attention)
 
@@ -197,20 +211,28 @@ def fixed_budget(batch_size: int) -> BatchBudget:
     return BatchBudget(batch_size, math.inf, 0.0, 0.0, 0.0)
 
 
-def next_batch(lengths: Sequence[int], order: Sequence[int], start: int, budget: BatchBudget, new_tokens: int,
-               max_padding: float = MAX_PADDING) -> int:
-    """How many prompts from `order[start:]` (sorted longest first) go into the next batch: as many
-    as the budget allows while pad tokens stay within `max_padding` of the batch's tokens — once a
-    batch holds `MIN_BATCH_TOKENS` real tokens (enough to keep the matrix units busy), a prompt much
-    shorter than the batch's longest starts the next batch instead of being padded."""
-    padded = lengths[order[start]]
-    count, real = 1, padded
-    while start + count < len(order) and budget.fits(count + 1, padded, new_tokens):
-        longer = real + lengths[order[start + count]]
-        if real >= MIN_BATCH_TOKENS and padded * (count + 1) > (1 + max_padding) * longer:
-            break
-        count, real = count + 1, longer
-    return count
+def next_batch(lengths: Sequence[int], order: Sequence[int], start: int, budget: BatchBudget,
+               new_tokens: int) -> int:
+    """How many prompts from `order[start:]` (sorted longest first) go into the next batch: the
+    first batch of the cheapest split of all the rest into batches the budget allows.
+
+    A batch of `count` prompts padded to the longest, `width`, costs `count * width` prompt tokens
+    plus `(new_tokens + 1) * STEP_COST_TOKENS` for its decode steps and launch — so a few very long
+    prompts are not padded into a big batch of short ones, and a handful of short ones left at the
+    end do not become a batch of their own when padding them into the last batch costs less.
+    Solved exactly by dynamic programming over the sorted lengths (planning is milliseconds)."""
+    widths = np.asarray([lengths[i] for i in order[start:]], dtype=np.float64)
+    n = len(widths)
+    per_batch = (new_tokens + 1) * STEP_COST_TOKENS
+    best = np.zeros(n + 1)
+    first = np.ones(n, dtype=np.int64)
+    for i in range(n - 1, -1, -1):
+        most = min(n - i, budget.max_count(int(widths[i]), new_tokens))
+        counts = np.arange(1, most + 1)
+        costs = widths[i] * counts + per_batch + best[i + 1:i + most + 1]
+        pick = int(np.argmin(costs))
+        best[i], first[i] = costs[pick], counts[pick]
+    return int(first[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,10 +300,13 @@ def _generate(model, rows, *, pad_id, eos_ids, new_tokens, label_ids):
 
 
 def decoding_path(model, total_length: int = 512) -> str:
-    """Which decoder `evaluate` uses for `model`: "lobolib greedy" (`lobolib.decode`) or
-    "transformers generate (<why>)"."""
+    """Which decoder `evaluate` uses for `model`: "lobolib greedy (<glue>)" (`lobolib.decode` over
+    `lobolib.forward`, its glue kernels compiled or eager) or "transformers generate (<why>)"."""
     reason = decode.supports(model, total_length)
-    return "lobolib greedy" if reason is None else f"transformers generate ({reason})"
+    if reason is not None:
+        return f"transformers generate ({reason})"
+    glue = "compiled glue" if forward.compiled(input_device(model)) else "eager glue"
+    return f"lobolib greedy ({glue})"
 
 
 def generate_batch(model, tokenizer, rows, *, pad_id: int, new_tokens: int, label_ids: list[int] | None):
@@ -438,7 +463,7 @@ def evaluate(
         benchmarks.build_prompt(it, per_benchmark(template, it.benchmark, "reference"), _shots_for(it, shots))
         for it in items
     ]
-    rows = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    rows = tokenize(tokenizer, prompts)
     pad_id = _pad_id(model, tokenizer)
     limit = _max_positions(model)
 
@@ -477,6 +502,27 @@ def evaluate(
         _record(it, prompt, text, labels_of[it.benchmark], lp, model_name, sparsity)
         for it, prompt, text, lp in zip(items, prompts, texts, logprobs)
     ]
+
+
+_TOKENIZED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+TOKENIZED_KEEP = 4  # prompt lists remembered per tokenizer
+
+
+def tokenize(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of `prompts` (special tokens added), remembered for the last few prompt lists of
+    each tokenizer: a sweep evaluates the same prompts at every level, and tokenising 1,000
+    PubMedQA prompts costs a few tenths of a second of every level's GPU time. The returned
+    lists are shared between calls: read them, do not change them."""
+    key = (len(tokenizer), tuple(prompts))
+    try:
+        remembered = _TOKENIZED.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced: no memory
+        return tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    if key not in remembered:
+        if len(remembered) >= TOKENIZED_KEEP:
+            remembered.pop(next(iter(remembered)))
+        remembered[key] = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    return remembered[key]
 
 
 def _record(item: Item, prompt: str, text: str, labels, lp, model_name: str, sparsity: float) -> Record:
