@@ -1,4 +1,4 @@
-"""Batch planning and prompt tokenisation of the evaluator: `next_batch` finds the cheapest split
+"""Batch planning and prompt tokenisation of the evaluator: `plan_batches` finds the cheapest split
 under the budget (checked against every split of small cases), and `tokenize` remembers prompt
 lists per tokenizer without ever serving stale ids."""
 
@@ -16,8 +16,7 @@ from lobolib import evaluate as ev
 def _plan(lengths, budget, new_tokens):
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches, start = [], 0
-    while start < len(order):
-        count = ev.next_batch(lengths, order, start, budget, new_tokens)
+    for count in ev.plan_batches(lengths, order, 0, budget, new_tokens):
         batches.append([lengths[i] for i in order[start:start + count]])
         start += count
     return batches
