@@ -16,9 +16,14 @@ keep transformers' rounding (float32 norm, a cast to the model dtype before the 
 sums. The cache is allocated once per batch and written in place. Elsewhere (CPU) and when
 compiling is switched off (`LOBOLIB_COMPILE=0`) or fails, the same functions run eagerly.
 
-The prefill's last layer finishes only each row's last position: every position's keys and
-values are cached, but the attention output, output projection and MLP of the other positions
-would feed nothing.
+The prefill drops the batch's pads before the first layer: the matrix products run over the
+prompts' real tokens only, packed one after another, and each token's keys and values are
+written to its row and position of the cache. Attention within each packed prompt is flash
+attention over variable-length sequences (`torch.nn.attention.varlen`, CUDA cards of compute
+capability 8.0+, fp16/bf16); elsewhere the queries are spread back to the padded layout and
+attend over the cache. The prefill's last layer finishes only each row's last position: every
+position's keys and values are cached, but the attention output, output projection and MLP of
+the other positions would feed nothing.
 
 `supports(model)` says whether a model has the structure this module computes (Mistral, Llama,
 Qwen2/Qwen3 decoder layers: pre-norm RMSNorm, rotary attention with optional biases and
@@ -27,6 +32,7 @@ per-head q/k norms, SiLU-gated MLP, plain `nn.Linear` weights on real devices).
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from dataclasses import dataclass
@@ -125,6 +131,78 @@ def compiled(device: torch.device) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# Causal attention over packed prompts
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Packing:
+    """Where each prompt of a right-padded batch lies once its pads are dropped: token i of the
+    packed stream is row `rows[i]`, position `cols[i]`; prompt r spans [starts[r], starts[r + 1])."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    starts: torch.Tensor  # int32, (batch + 1,), on the prompts' device
+    longest: int
+
+    @classmethod
+    def of(cls, lengths: torch.Tensor, width: int) -> "Packing":
+        valid = torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
+        rows, cols = valid.nonzero(as_tuple=True)  # row-major: prompt after prompt
+        starts = F.pad(torch.cumsum(lengths, 0), (1, 0)).to(torch.int32)
+        return cls(rows, cols, starts, int(lengths.max()))
+
+    def to(self, device: torch.device) -> "Packing":
+        return Packing(self.rows.to(device), self.cols.to(device), self.starts.to(device), self.longest)
+
+
+def _varlen_kernel():
+    """(torch's flash attention over packed sequences, the keywords this torch version spells
+    causal with, whether it shares key/value heads itself), or None before torch 2.10."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    params = inspect.signature(varlen_attn).parameters
+    causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    return varlen_attn, causal, "enable_gqa" in params
+
+
+class _Varlen:
+    """Flash attention straight over the packed prompts, where the card and dtype have it (CUDA,
+    compute capability 8.0 or later, fp16/bf16) and `LOBOLIB_VARLEN` is not 0; elsewhere, and
+    after it failed once (with a warning saying why), attention runs over the padded cache."""
+
+    kernel = _varlen_kernel()
+    failed: str | None = None
+
+    @classmethod
+    def usable(cls, q: torch.Tensor) -> bool:
+        return (cls.kernel is not None and cls.failed is None and q.is_cuda
+                and os.environ.get("LOBOLIB_VARLEN", "1") != "0"
+                and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] % 8 == 0 and q.shape[-1] <= 256
+                and torch.cuda.get_device_capability(q.device) >= (8, 0))
+
+    @classmethod
+    def attend(cls, q, k, v, packing: Packing, scale: float) -> torch.Tensor | None:
+        """(tokens, heads, dim) causal attention of each packed prompt, or None if it failed."""
+        fn, causal, shares_heads = cls.kernel
+        if not shares_heads and k.shape[1] != q.shape[1]:
+            k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
+        gqa = {"enable_gqa": k.shape[1] != q.shape[1]} if shares_heads else {}
+        try:
+            return fn(q, k, v, packing.starts, packing.starts, packing.longest, packing.longest,
+                      scale=scale, **causal, **gqa)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:  # an unsupported shape or build: attend over the padded cache
+            cls.failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            warnings.warn(f"lobolib.forward: varlen attention failed ({cls.failed}); attending over the "
+                          "padded cache", stacklevel=2)
+            return None
+
+
+# --------------------------------------------------------------------------------------------
 # Structure
 # --------------------------------------------------------------------------------------------
 
@@ -217,8 +295,9 @@ class Stack:
         for layer in self.layers:
             kv_heads = layer.k.weight.shape[0] // layer.head_dim
             shape = (batch, kv_heads, slots, layer.head_dim)
-            self.keys.append(torch.empty(shape, dtype=layer.k.weight.dtype, device=layer.device))
-            self.values.append(torch.empty(shape, dtype=layer.v.weight.dtype, device=layer.device))
+            # zeros: slots no token has written stay masked and must not be NaN (0 x NaN = NaN)
+            self.keys.append(torch.zeros(shape, dtype=layer.k.weight.dtype, device=layer.device))
+            self.values.append(torch.zeros(shape, dtype=layer.v.weight.dtype, device=layer.device))
 
     def _angles(self, x: torch.Tensor, positions: torch.Tensor) -> dict:
         """{device: (cos, sin)}, token-major (tokens, head dim), for `positions` (batch, positions),
@@ -269,38 +348,51 @@ class Stack:
         return GLUE["add_rms_norm"](x.to(device), delta.to(device), norm.weight, norm.variance_epsilon)[1]
 
     def prefill(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Run right-padded prompts `ids` (batch, width) through the decoder, caching every
-        position's keys and values in slots [0, width). Returns the final-normed hidden state at
+        """Run right-padded prompts `ids` (batch, width) through the decoder, caching each prompt
+        token's keys and values in its slot in [0, width). Returns the final-normed hidden state at
         each row's last prompt position (batch, hidden), on the final norm's device.
 
-        Right padding means pads only follow real tokens, so causal attention alone keeps them out
-        of every real position's view: no mask, and the flash kernel shares key/value heads among
-        query heads inside itself."""
+        The pads are dropped first, so every matrix product runs over real tokens only: padding a
+        batch costs cache memory, not FLOPs. Attention is flash attention over the packed prompts
+        (`_Varlen`) or, where that is not available, causal attention over the padded cache."""
         batch, width = ids.shape
-        x = self.embed(ids).reshape(batch * width, -1)
-        angles = self._angles(x, torch.arange(width, device=x.device).expand(batch, width))
+        packing = Packing.of(lengths, width)
+        x = self.embed(ids[packing.rows, packing.cols])
+        angles = self._angles(x, packing.cols[None, :])
+        packings = {packing.rows.device: packing}
         delta = None
         for index, layer in enumerate(self.layers):
             x, h = self._norm_in(layer, x, delta)
             q, k, v = self._qkv(layer, h, self._on(angles, layer.device))
-            keys, values = self.keys[index][:, :, :width], self.values[index][:, :, :width]
-            keys.copy_(k.view(batch, width, *k.shape[1:]).transpose(1, 2))
-            values.copy_(v.view(batch, width, *v.shape[1:]).transpose(1, 2))
-            self.keys[index][:, :, width:].zero_()  # decode slots: masked until written, never NaN
-            self.values[index][:, :, width:].zero_()
+            at = self._on(packings, layer.device)
+            self.keys[index][at.rows, :, at.cols] = k
+            self.values[index][at.rows, :, at.cols] = v
             if index == len(self.layers) - 1:  # only each row's last position feeds the logits
-                ends = lengths.to(layer.device) - 1
-                last = torch.arange(batch, device=layer.device) * width + ends
-                mask = (torch.arange(width, device=layer.device)[None, :] <= ends[:, None])[:, None, None, :]
-                attended = self._attend_one(layer, index, q[last], mask, width)
+                last = at.starts[1:].long() - 1
+                mask = (torch.arange(width, device=layer.device)[None, :] < (at.starts[1:] - at.starts[:-1])[:, None])
+                attended = self._attend_one(layer, index, q[last], mask[:, None, None, :], width)
                 x = x[last]
             else:
-                attended = F.scaled_dot_product_attention(
-                    q.view(batch, width, *q.shape[1:]).transpose(1, 2), keys, values,
-                    is_causal=True, scale=layer.scaling, enable_gqa=q.shape[1] != k.shape[1],
-                ).transpose(1, 2).reshape(batch * width, -1)
+                attended = self._attend_prompts(layer, index, q, k, v, at, width)
             x, delta = self._mlp(layer, x, attended)
         return self._finish(x, delta)
+
+    def _attend_prompts(self, layer: _Layer, index: int, q, k, v, at: Packing, width: int) -> torch.Tensor:
+        """Causal attention of every packed prompt token, q/k/v (tokens, heads, dim), within its
+        own prompt: (tokens, heads · dim). Without flash over the packed prompts, the queries are
+        spread to the padded layout and attend over the cache: right padding puts pads only after
+        real tokens, so causality alone keeps them out of view, and the flash or memory-efficient
+        kernel shares key/value heads among query heads inside itself."""
+        if _Varlen.usable(q):
+            out = _Varlen.attend(q, k, v, at, layer.scaling)
+            if out is not None:
+                return out.reshape(q.shape[0], -1)
+        padded = q.new_zeros(self.keys[index].shape[0], width, *q.shape[1:])
+        padded[at.rows, at.cols] = q
+        out = F.scaled_dot_product_attention(
+            padded.transpose(1, 2), self.keys[index][:, :, :width], self.values[index][:, :, :width],
+            is_causal=True, scale=layer.scaling, enable_gqa=q.shape[1] != k.shape[1])
+        return out.transpose(1, 2)[at.rows, at.cols].reshape(q.shape[0], -1)
 
     def _attend_one(self, layer: _Layer, index: int, q: torch.Tensor, mask: torch.Tensor, slots: int):
         """Attention of one query per row, q (batch, heads, dim), over cache slots [0, slots) where

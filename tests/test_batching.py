@@ -5,6 +5,7 @@ lists per tokenizer without ever serving stale ids."""
 from __future__ import annotations
 
 import itertools
+import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,20 +14,21 @@ from conftest import build_tiny_tokenizer
 from lobolib import evaluate as ev
 
 
-def _plan(lengths, budget, new_tokens):
+def _plan(lengths, budget, new_tokens, pad_cost=1.0):
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches, start = [], 0
-    for count in ev.plan_batches(lengths, order, 0, budget, new_tokens):
+    for count in ev.plan_batches(lengths, order, 0, budget, new_tokens, pad_cost):
         batches.append([lengths[i] for i in order[start:start + count]])
         start += count
     return batches
 
 
-def _cost(batches, new_tokens):
-    return sum(len(b) * max(b) + (new_tokens + 1) * ev.STEP_COST_TOKENS for b in batches)
+def _cost(batches, new_tokens, pad_cost=1.0):
+    return sum(sum(b) + pad_cost * (len(b) * max(b) - sum(b)) + (new_tokens + 1) * ev.STEP_COST_TOKENS
+               for b in batches)
 
 
-def _cheapest(lengths, budget, new_tokens):
+def _cheapest(lengths, budget, new_tokens, pad_cost):
     widths = sorted(lengths, reverse=True)
     best = None
     for cuts in itertools.product([False, True], repeat=len(widths) - 1):
@@ -38,20 +40,35 @@ def _cheapest(lengths, budget, new_tokens):
             current.append(width)
         batches.append(current)
         if all(len(b) <= budget.max_count(max(b), new_tokens) for b in batches):
-            cost = _cost(batches, new_tokens)
+            cost = _cost(batches, new_tokens, pad_cost)
             best = cost if best is None else min(best, cost)
     return best
 
 
 @settings(max_examples=150, deadline=None)
 @given(lengths=st.lists(st.integers(1, 3000), min_size=1, max_size=9),
-       memory=st.sampled_from([2e3, 2e4, 1e9]), new_tokens=st.sampled_from([1, 5, 10]))
-def test_the_plan_is_the_cheapest_split_the_budget_allows(lengths, memory, new_tokens):
+       memory=st.sampled_from([2e3, 2e4, 1e9]), new_tokens=st.sampled_from([1, 5, 10]),
+       pad_cost=st.sampled_from([1.0, ev.PACKED_PAD_COST]))
+def test_the_plan_is_the_cheapest_split_the_budget_allows(lengths, memory, new_tokens, pad_cost):
     budget = ev.BatchBudget(max_batch=6, bytes=memory, per_token=1.0, per_sequence=0.0, attention_per_token2=0.0)
-    batches = _plan(lengths, budget, new_tokens)
+    batches = _plan(lengths, budget, new_tokens, pad_cost)
     assert sorted(x for b in batches for x in b) == sorted(lengths)  # every prompt once
     assert all(len(b) <= budget.max_count(max(b), new_tokens) for b in batches)
-    assert _cost(batches, new_tokens) == _cheapest(lengths, budget, new_tokens)
+    assert math.isclose(_cost(batches, new_tokens, pad_cost), _cheapest(lengths, budget, new_tokens, pad_cost),
+                        rel_tol=1e-9)
+
+
+def test_cheap_padding_buys_fewer_batches():
+    lengths = [500] * 2 + [300] * 60  # one batch pads 60 x 200 tokens; a second batch costs 11 steps
+    assert [len(b) for b in _plan(lengths, ev.fixed_budget(64), 10, pad_cost=1.0)] == [2, 60]
+    assert [len(b) for b in _plan(lengths, ev.fixed_budget(64), 10, pad_cost=ev.PACKED_PAD_COST)] == [62]
+
+
+def test_padding_is_cheap_only_where_lobolib_decodes(tiny_model_and_tokenizer):
+    model, _ = tiny_model_and_tokenizer
+    assert ev._pad_cost(model, 64) == ev.PACKED_PAD_COST
+    model.generation_config.repetition_penalty = 1.3  # through transformers' generate, which computes pads
+    assert ev._pad_cost(model, 64) == 1.0
 
 
 def test_a_few_long_prompts_get_their_own_batch_and_short_leftovers_join_the_last():

@@ -169,3 +169,96 @@ def test_a_model_split_over_devices_decodes_as_on_one():
                                          device=torch.device("cuda"))
     assert torch.equal(tokens, expected[0])
     assert torch.allclose(logprobs, expected[1], atol=1e-4)
+
+
+def test_packing_drops_the_pads():
+    packing = forward.Packing.of(torch.tensor([3, 1, 2]), 3)
+    assert packing.rows.tolist() == [0, 0, 0, 1, 2, 2]
+    assert packing.cols.tolist() == [0, 1, 2, 0, 0, 1]
+    assert packing.starts.tolist() == [0, 3, 4, 6] and packing.starts.dtype == torch.int32
+    assert packing.longest == 3
+
+
+def _per_prompt_attention(calls, causal_keyword):
+    """A stand-in for torch's flash varlen kernel on the CPU: each packed prompt's causal
+    attention by SDPA, recording how it was called."""
+    def kernel(q, k, v, cu_q, cu_k, max_q, max_k, *, scale, **spelled):
+        calls.append((cu_q.dtype, max_q, k.shape[1] == q.shape[1], spelled))
+        assert causal_keyword in spelled and torch.equal(cu_q, cu_k) and max_q == max_k
+        out = torch.empty_like(q)
+        for a, b in zip(cu_q[:-1].tolist(), cu_q[1:].tolist()):
+            out[a:b] = torch.nn.functional.scaled_dot_product_attention(
+                q[a:b].transpose(0, 1), k[a:b].transpose(0, 1), v[a:b].transpose(0, 1), is_causal=True,
+                scale=scale, enable_gqa=spelled.get("enable_gqa", False)).transpose(0, 1)
+        return out
+    return kernel
+
+
+@pytest.mark.parametrize("spelling", [({"window_size": (-1, 0)}, True), ({"is_causal": True}, False)])
+def test_attention_over_packed_prompts_equals_attention_over_the_padded_cache(monkeypatch, spelling):
+    """The packed path's plumbing (cumulative starts, longest prompt, shared key/value heads or
+    repeated ones, as the torch version takes them) gives what the padded-cache path gives."""
+    model = _model("qwen3", seed=9)
+    rows = _rows([7, 23, 4, 15], seed=3)
+    ids, lengths = decode._right_pad(rows, PAD, torch.device("cpu"))
+    with torch.inference_mode():
+        padded = forward.Stack(model, len(rows), ids.shape[1] + 1).prefill(ids, lengths)
+    calls = []
+    causal, shares_heads = spelling
+    monkeypatch.setattr(forward._Varlen, "kernel", (_per_prompt_attention(calls, next(iter(causal))), causal, shares_heads))
+    monkeypatch.setattr(forward._Varlen, "usable", classmethod(lambda cls, q: cls.failed is None))
+    monkeypatch.setattr(forward._Varlen, "failed", None)
+    with torch.inference_mode():
+        packed = forward.Stack(model, len(rows), ids.shape[1] + 1).prefill(ids, lengths)
+    assert len(calls) == model.config.num_hidden_layers - 1  # the last layer attends from last positions only
+    assert calls[0][:2] == (torch.int32, 23)
+    assert calls[0][2] is not shares_heads  # key/value heads repeated only where the kernel can't share them
+    assert calls[0][3].get("enable_gqa", False) is shares_heads
+    assert torch.allclose(packed, padded, atol=1e-5)
+    for row, got in zip(rows, packed):
+        assert torch.allclose(got, _hf_last_hidden(model, row), atol=1e-5)
+
+
+def test_a_failed_varlen_kernel_warns_once_and_attends_over_the_cache(monkeypatch):
+    model = _model("mistral", seed=4)
+    rows = _rows([9, 3, 12])
+    ids, lengths = decode._right_pad(rows, PAD, torch.device("cpu"))
+    with torch.inference_mode():
+        expected = forward.Stack(model, 3, 13).prefill(ids, lengths)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("FlashAttention only supports Ampere GPUs or newer.\ndetail")
+
+    monkeypatch.setattr(forward._Varlen, "kernel", (broken, {"window_size": (-1, 0)}, True))
+    monkeypatch.setattr(forward._Varlen, "usable", classmethod(lambda cls, q: cls.failed is None))
+    monkeypatch.setattr(forward._Varlen, "failed", None)
+    with pytest.warns(UserWarning, match="varlen attention failed .RuntimeError: FlashAttention only supports"):
+        with torch.inference_mode():
+            got = forward.Stack(model, 3, 13).prefill(ids, lengths)
+    assert torch.equal(got, expected)
+    assert forward._Varlen.failed.startswith("RuntimeError")
+
+
+def test_varlen_attention_is_for_half_precision_on_cuda_only(monkeypatch):
+    assert not forward._Varlen.usable(torch.zeros(2, 4, 8, dtype=torch.bfloat16))  # CPU: the padded cache
+    monkeypatch.setenv("LOBOLIB_VARLEN", "0")
+    assert not forward._Varlen.usable(torch.zeros(2, 4, 8, dtype=torch.bfloat16))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0),
+                    reason="flash attention over packed prompts needs a CUDA card of compute capability 8.0+")
+def test_flash_over_packed_prompts_equals_attention_over_the_padded_cache_on_cuda(monkeypatch):
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.MistralConfig(**{**SMALL, "hidden_size": 256, "intermediate_size": 512})  # head dim 64
+    model = transformers.AutoModelForCausalLM.from_config(config).eval().to("cuda", torch.bfloat16)
+    rows = _rows([7, 23, 4, 15, 40, 1], seed=5)
+    ids, lengths = decode._right_pad(rows, PAD, torch.device("cuda"))
+    assert forward._Varlen.usable(torch.zeros(2, 4, 64, dtype=torch.bfloat16, device="cuda"))
+    with torch.inference_mode():
+        packed = forward.Stack(model, len(rows), ids.shape[1] + 1).prefill(ids, lengths)
+        assert forward._Varlen.failed is None, forward._Varlen.failed
+        monkeypatch.setenv("LOBOLIB_VARLEN", "0")
+        padded = forward.Stack(model, len(rows), ids.shape[1] + 1).prefill(ids, lengths)
+    assert torch.allclose(packed.float(), padded.float(), atol=3e-2, rtol=3e-2)
