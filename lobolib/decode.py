@@ -4,10 +4,10 @@
 decode step's logits, then `new_tokens` greedy tokens with rows stopping at end-of-sequence — in a
 loop over `lobolib.forward.Stack`, the decoder's fused forward pass with a static KV cache:
 
-* Right padding in the prefill. Each prompt starts at position 0 and pad tokens only follow real
-  ones, so causal attention alone keeps them out of every real token's view: the prefill needs no
-  attention mask and takes the flash kernel. The first token's logits are read at each row's own
-  last prompt position (the only position the prefill's last layer finishes).
+* Right padding in, pads dropped in the prefill. Each prompt starts at position 0; the prefill
+  packs the real tokens one prompt after another and attends within each prompt (see
+  `lobolib.forward`), so pads cost no matrix products. The first token's logits are read at each
+  row's own last prompt position (the only position the prefill's last layer finishes).
 * Decode steps write each new token's keys and values into the next cache slot and attend to the
   prompt's real slots and the generated ones through a mask built once per batch.
 * No host synchronisation per token. Finished rows are tracked on the device; every step is
@@ -155,7 +155,7 @@ class _Replay:
                 finally:
                     graph.capture_end()
         except Exception as error:  # an op that syncs or allocates on the host: step eagerly
-            _Replay.failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            _Replay.failed = forward.failure(error)
             warnings.warn(f"lobolib.decode: CUDA graph capture failed ({_Replay.failed}); decoding eagerly",
                           stacklevel=3)
             torch.cuda.synchronize()

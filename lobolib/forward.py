@@ -81,6 +81,12 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
+def failure(error: BaseException) -> str:
+    """Why a fast path was given up, for its one warning: the error's type and first line."""
+    message = str(error)
+    return f"{type(error).__name__}: {message.splitlines()[0] if message else ''}"
+
+
 class _Glue:
     """A glue function, compiled by inductor at its first CUDA call; eager on other devices, when
     `LOBOLIB_COMPILE=0`, or after compiling failed once (with a warning saying why).
@@ -115,7 +121,7 @@ class _Glue:
         except torch.OutOfMemoryError:
             raise
         except Exception as error:  # no Triton, no C compiler, an unsupported card: run eagerly
-            self.failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            self.failed = failure(error)
             warnings.warn(f"lobolib.forward: torch.compile failed ({self.failed}); using eager kernels",
                           stacklevel=2)
             return self.fn(*args)
@@ -196,7 +202,7 @@ class _Varlen:
         except torch.OutOfMemoryError:
             raise
         except Exception as error:  # an unsupported shape or build: attend over the padded cache
-            cls.failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            cls.failed = failure(error)
             warnings.warn(f"lobolib.forward: varlen attention failed ({cls.failed}); attending over the "
                           "padded cache", stacklevel=2)
             return None
