@@ -544,16 +544,11 @@ def _check_benchmarks(config: RunConfig) -> None:
 
 
 def _check_subjects(subjects: list[str]) -> None:
-    """Unknown subject names are caught by benchmarks.expand_subjects (when it is available)."""
+    """Unknown subject names are caught by benchmarks.expand_subjects."""
+    from lobolib.benchmarks import expand_subjects
+
     try:
-        from lobolib import benchmarks
-    except ImportError:  # pragma: no cover - benchmarks.py always ships with lobolib
-        return
-    expand = getattr(benchmarks, "expand_subjects", None)
-    if expand is None:
-        return
-    try:
-        expand(subjects)
+        expand_subjects(subjects)
     except LoboError as exc:
         raise LoboError(f"benchmarks.mmlu.subjects: {exc}") from None
 

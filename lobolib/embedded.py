@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lobolib.benchmarks import Item
+from lobolib.benchmarks import Item, build_prompt
 from lobolib.errors import LoboError
 
 VERSION = "embedded-v2"
@@ -372,16 +372,9 @@ def benchmark_items(pubmedqa: dict, mmlu: dict) -> list[Item]:
 
 
 def render_prompt(item: Item) -> str:
-    """The project's "reference" prompt for an item (`lobolib.benchmarks.build_prompt` once it
-    exists, so training text and evaluation prompts cannot drift apart)."""
-    from lobolib import benchmarks
-
-    if hasattr(benchmarks, "build_prompt"):
-        return benchmarks.build_prompt(item, template="reference")
-    if item.benchmark == "pubmedqa":
-        return f"Context: {item.context}\nQuestion: {item.question}\nAnswer (yes/no/maybe):"
-    options = "\n".join(f"{letter}. {text}" for letter, text in zip(LETTERS, item.options))
-    return f"Question: {item.question}\nOptions:\n{options}\nAnswer:"
+    """The project's "reference" prompt for an item (`lobolib.benchmarks.build_prompt`, so
+    training text and evaluation prompts cannot drift apart)."""
+    return build_prompt(item, template="reference")
 
 
 def render_answer(item: Item) -> str:

@@ -287,9 +287,6 @@ def resample_counts(indices: np.ndarray) -> np.ndarray:
     return np.bincount(flat, minlength=n_boot * n_items).reshape(n_boot, n_items).astype(float)
 
 
-# Former private names of is_invalid and resample_counts, kept for callers that use them.
-
-
 def _matrix(values, name: str) -> np.ndarray:
     """A (levels × items) array; a single level may be given as a 1-D sequence."""
     array = np.asarray(values, dtype=object if name.startswith("pred") else float)
