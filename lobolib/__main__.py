@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(target: str, overrides: list[str]):
-    from lobolib import config, runner
+    from lobolib.experiment import config
+    from lobolib.experiment import runner
 
     path = Path(target)
     if path.is_dir():
@@ -78,7 +79,7 @@ def _config(target: str, overrides: list[str]):
 
 
 def _run(args) -> int:
-    from lobolib import runner
+    from lobolib.experiment import runner
 
     config = _config(args.parameters, args.overrides)
     report = runner.run(config, progress=not args.quiet)
@@ -87,14 +88,14 @@ def _run(args) -> int:
 
 
 def _sweep(args) -> int:
-    from lobolib import runner
+    from lobolib.experiment import runner
 
     runner.sweep(_config(args.parameters, args.overrides), progress=not args.quiet)
     return 0
 
 
 def _rescore(args) -> int:
-    from lobolib import runner
+    from lobolib.experiment import runner
 
     config = _config(args.target, args.overrides)
     if not (config.output_dir / "records").is_dir():
@@ -107,7 +108,7 @@ def _rescore(args) -> int:
 def _bench(args) -> int:
     import json
 
-    from lobolib import bench
+    from lobolib.perf import harness as bench
 
     if args.what == "prune":
         result = bench.bench_prune(device=args.device)  # prints its table
@@ -129,7 +130,7 @@ def _bench(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    from lobolib.runner import NotebookFailed
+    from lobolib.experiment.runner import NotebookFailed
 
     try:
         args = build_parser().parse_args(argv)

@@ -95,7 +95,7 @@ def tiny_model_and_tokenizer():
 def embedded_cache() -> Path:
     """The embedded models and mini benchmark, built once for the whole test session where the
     runner looks for them ($LOBOTOMY_CACHE, else outputs/.cache/embedded), reused while valid."""
-    from lobolib import embedded
+    from lobolib.experiment import embedded
 
     path = Path(os.environ.get("LOBOTOMY_CACHE") or ROOT / "outputs" / ".cache" / "embedded")
     embedded.ensure_embedded(path, seed=0, progress=False)

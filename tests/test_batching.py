@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import build_tiny_tokenizer
-from lobolib import evaluate as ev
+from lobolib.evaluation import evaluate as ev
 
 
 def _plan(lengths, budget, new_tokens, pad_cost=1.0):

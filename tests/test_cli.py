@@ -42,7 +42,7 @@ def test_user_error_is_one_line_exit_2_and_creates_nothing(tmp_path, args, fragm
 
 
 def test_bench_commands_reach_their_functions(monkeypatch, tmp_path):
-    from lobolib import bench
+    from lobolib.perf import harness as bench
     from lobolib.__main__ import main
 
     calls = []

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lobolib.config import apply_overrides, from_dict, load_config, model_spec, sparsity_levels, SparsityConfig
+from lobolib.experiment.config import apply_overrides, from_dict, load_config, model_spec, sparsity_levels, SparsityConfig
 from lobolib.errors import LoboError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import build_tiny_model
-from lobolib import decode
-from lobolib.evaluate import _generate, decoding_path, evaluate
+from lobolib.evaluation import decode
+from lobolib.evaluation.evaluate import _generate, decoding_path, evaluate
 from test_evaluate import mmlu_items, pubmedqa_items
 
 torch.set_num_threads(1)

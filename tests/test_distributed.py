@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from lobolib.benchmarks import Item
-from lobolib.distributed import Shard, gather_in_order, shard_indices, shard_items
-from lobolib.store import RecordStore
+from lobolib.experiment.distributed import Shard, gather_in_order, shard_indices, shard_items
+from lobolib.experiment.store import RecordStore
 
 SCRIPT = Path(__file__).parent / "scripts" / "dp_sweep.py"
 

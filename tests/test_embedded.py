@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lobolib import embedded
+from lobolib.experiment import embedded
 from lobolib.errors import LoboError
 
 

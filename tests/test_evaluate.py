@@ -10,9 +10,9 @@ import torch
 
 from lobolib import LoboError
 from lobolib.benchmarks import Item, build_prompt, option_labels
-from lobolib.evaluate import evaluate, option_token_ids
-from lobolib.parsing import parse_response
-from lobolib.store import prompt_hash
+from lobolib.evaluation.evaluate import evaluate, option_token_ids
+from lobolib.evaluation.parsing import parse_response
+from lobolib.experiment.store import prompt_hash
 
 torch.set_num_threads(1)
 
@@ -138,7 +138,7 @@ def _spy_generate(model, monkeypatch, fail_above: int | None = None):
     """Wrap evaluate.generate_batch (one call per batch, whichever decoder it uses): record each
     call's batch size and new tokens; raise CUDA-style out-of-memory for batches larger than
     `fail_above`."""
-    from lobolib import evaluate as evaluate_module
+    from lobolib.evaluation import evaluate as evaluate_module
 
     calls = []
     real = evaluate_module.generate_batch

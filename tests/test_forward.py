@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lobolib import decode, forward, prune
+from lobolib.evaluation import decode
+from lobolib.evaluation import forward
+from lobolib.compress import prune
 
 torch.set_num_threads(1)
 
@@ -64,7 +66,7 @@ def test_prefill_equals_transformers_at_each_rows_last_position(family):
 
 @pytest.mark.parametrize("family", ["mistral", "llama", "qwen2", "qwen3"])
 def test_greedy_tokens_and_scores_equal_generate(family):
-    from lobolib.evaluate import _generate
+    from lobolib.evaluation.evaluate import _generate
 
     model = _model(family, seed=2)
     rows = _rows([5, 17, 9, 30], seed=4)

@@ -10,7 +10,7 @@ import pytest
 from conftest import shared_path
 from sklearn.metrics import f1_score
 
-from lobolib import metrics as M
+from lobolib.analysis import metrics as M
 from lobolib.errors import LoboError
 
 LABELS = ["yes", "no", "maybe"]

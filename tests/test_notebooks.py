@@ -10,8 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lobolib import runner
-from lobolib.config import from_dict
+from lobolib.experiment import runner
+from lobolib.experiment.config import from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lobolib import LoboError
-from lobolib.parsing import (
+from lobolib.evaluation.parsing import (
     INVALID_REASONS,
     TIERS,
     ParseResult,

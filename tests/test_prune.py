@@ -8,8 +8,9 @@ import torch
 from conftest import build_tiny_model
 from torch import nn
 
-from lobolib import LoboError, prune
-from lobolib.prune import magnitude_prune, prunable_linears, sparsity_report
+from lobolib import LoboError
+from lobolib.compress import prune
+from lobolib.compress.prune import magnitude_prune, prunable_linears, sparsity_report
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 LEVELS = [0.0, 0.1, 0.33, 0.5, 0.75, 0.95]

@@ -24,9 +24,9 @@ import pandas as pd
 import pytest
 
 from conftest import shared_path
-from lobolib.metrics import accuracy, auc_raw, reference_macro_f1, reference_yes_f1
-from lobolib.parsing import parse_reference
-from lobolib.store import RecordStore, import_reference_logs
+from lobolib.analysis.metrics import accuracy, auc_raw, reference_macro_f1, reference_yes_f1
+from lobolib.evaluation.parsing import parse_reference
+from lobolib.experiment.store import RecordStore, import_reference_logs
 
 MISTRAL, BIOMISTRAL = "mistralai/Mistral-7B-v0.1", "BioMistral/BioMistral-7B"
 GROUPS = {

@@ -16,8 +16,8 @@ import pytest
 import lobolib.parsing
 from conftest import shared_path
 from lobolib import LoboError
-from lobolib.parsing import ParseResult
-from lobolib.store import (
+from lobolib.evaluation.parsing import ParseResult
+from lobolib.experiment.store import (
     RECORD_FIELDS,
     Record,
     RecordStore,
@@ -334,7 +334,7 @@ def test_import_with_our_parser(tmp_path):
     store = RecordStore(tmp_path / "run")
     import_reference_logs(write_logs(tmp_path / "logs", gz_pubmedqa=False), store, progress=False)
     frame = store.read(sparsities=[0.0])
-    from lobolib.parsing import parse_response
+    from lobolib.evaluation.parsing import parse_response
 
     expected = [parse_response("pubmedqa", r[2], ("yes", "no", "maybe")).answer for r in PUBMEDQA_ROWS]
     assert frame[frame.benchmark == "pubmedqa"]["answer"].tolist() == expected

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from conftest import build_tiny_model, build_tiny_tokenizer
-from lobolib import LoboError, sweep
+from lobolib import LoboError
+from lobolib.experiment import sweep
 from lobolib.benchmarks import Item
-from lobolib.store import RecordStore, record_from_json
+from lobolib.experiment.store import RecordStore, record_from_json
 
 torch.set_num_threads(1)
 

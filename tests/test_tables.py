@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from lobolib import metrics, tables
+from lobolib.analysis import metrics
+from lobolib.analysis import tables
 
 LEVELS = [0.0, 0.5, 0.9]
 PUBMEDQA_GOLD = ["yes", "no", "yes", "maybe"]
@@ -167,7 +168,7 @@ def test_analysis_tables(records):
 def test_reference_logs_reproduce_the_published_robustness_scores(tmp_path):
     """robustness.csv, scoring reference, auc_raw: the study's published numbers to 4 decimals."""
     from conftest import shared_path
-    from lobolib.store import RecordStore, import_reference_logs
+    from lobolib.experiment.store import RecordStore, import_reference_logs
 
     store = RecordStore(tmp_path)
     import_reference_logs(shared_path("reference-logs"), store, parse=False, progress=False)

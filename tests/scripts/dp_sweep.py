@@ -10,8 +10,8 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 from conftest import build_tiny_model, build_tiny_tokenizer  # noqa: E402
 
 from lobolib.benchmarks import Item  # noqa: E402
-from lobolib.store import RecordStore  # noqa: E402
-from lobolib.sweep import run_sweep  # noqa: E402
+from lobolib.experiment.store import RecordStore  # noqa: E402
+from lobolib.experiment.sweep import run_sweep  # noqa: E402
 
 torch.set_num_threads(1)
 tokenizer = build_tiny_tokenizer()

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lobolib import metrics
+from lobolib.analysis import metrics
 from lobolib.benchmarks import SUBJECT_GROUPS, option_labels
 from lobolib.errors import LoboError
 
@@ -60,7 +60,7 @@ def reference_predictions(records: pd.DataFrame, options: Mapping[str, Sequence[
     ({item_id: four texts}), else an `options` column of the records; failing both, the
     `reference_parsed` column that imported logs carry (the study's own parse) is used.
     """
-    from lobolib.parsing import parse_reference
+    from lobolib.evaluation.parsing import parse_reference
 
     lookup = dict(options or {})
     has_column = "options" in records.columns
@@ -442,7 +442,7 @@ def auc_ranking(robustness: pd.DataFrame) -> pd.DataFrame:
 def achieved_sparsity(store, models: Sequence[str]) -> pd.DataFrame:
     """Requested against achieved sparsity per model and level (the sweep's sparsity reports):
     model, requested, pruned (zeros in the pruned matrices), overall (zeros among all parameters)."""
-    from lobolib.sweep import read_sparsity
+    from lobolib.experiment.sweep import read_sparsity
 
     rows = []
     for model in models:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from lobolib import prune
+from lobolib.compress import prune
 
 BENCH_SPARSITY = 0.5
 CPU_SHAPE = {
@@ -406,7 +406,7 @@ def reference_loop(model, tokenizer, items, max_new_tokens: int) -> None:
     """The reference study's evaluation loop: one question at a time through `generate`, then its
     own answer rule. Kept only as the baseline of the benchmark."""
     from lobolib.benchmarks import build_prompt
-    from lobolib.parsing import parse_reference
+    from lobolib.evaluation.parsing import parse_reference
 
     device = model.get_input_embeddings().weight.device
     for item in items:
@@ -453,7 +453,7 @@ def bench_sweep(device=None, shape=None, *, data_dir=None, tokenizer_dir=None, l
     (JSON) when given.
     """
     from lobolib.benchmarks import build_prompt
-    from lobolib.evaluate import DEFAULT_MAX_NEW_TOKENS, decoding_path, evaluate
+    from lobolib.evaluation.evaluate import DEFAULT_MAX_NEW_TOKENS, decoding_path, evaluate
 
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     on_gpu = device.type == "cuda"
@@ -579,10 +579,10 @@ def bench_data_parallel(*, data_dir=None, tokenizer_dir=None, seed: int = 0, sto
     import shutil
     import tempfile
 
-    from lobolib.distributed import Shard, barrier, current_shard
-    from lobolib.evaluate import evaluate
-    from lobolib.store import RecordStore
-    from lobolib.sweep import run_sweep
+    from lobolib.experiment.distributed import Shard, barrier, current_shard
+    from lobolib.evaluation.evaluate import evaluate
+    from lobolib.experiment.store import RecordStore
+    from lobolib.experiment.sweep import run_sweep
 
     _need_gpus(1, "bench data-parallel")
     shard = current_shard()
@@ -646,7 +646,7 @@ def bench_sharded(*, max_memory=None, card_gib: float = 15.0, dtype=torch.float1
     from accelerate.utils import get_balanced_memory
     from transformers import MistralConfig, MistralForCausalLM
 
-    from lobolib.evaluate import evaluate
+    from lobolib.evaluation.evaluate import evaluate
 
     max_memory = max_memory or {0: "14GiB", 1: "14GiB"}
     cards = sorted(k for k in max_memory if isinstance(k, int))

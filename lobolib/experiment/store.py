@@ -621,7 +621,7 @@ def _log_records(entry: dict, model: str, frame: pd.DataFrame, *, parse: bool, p
     """The Records (and their extra ``reference_parsed`` keys) of one log."""
     benchmark, path, sparsity = entry["benchmark"], entry["path"], entry["sparsity"]
     if parse:
-        from lobolib.parsing import parse_response
+        from lobolib.evaluation.parsing import parse_response
     if benchmark == "pubmedqa":
         subjects = ["pubmedqa"] * len(frame)
         ids = (_pubmedqa_pmids(frame, pqal, path) if pqal is not None

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from lobolib import forward
+from lobolib.evaluation import forward
 
 FAMILIES = frozenset({"mistral", "llama", "qwen2", "qwen3"})
 """Model types whose causal LM is `lm_head(norm(decoder(embed(ids))))` with nothing between the

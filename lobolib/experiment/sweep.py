@@ -31,12 +31,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from lobolib import prune
+from lobolib.compress import prune
 from lobolib.benchmarks import Item
-from lobolib.distributed import Shard, barrier, current_shard, gather_in_order, gather_object, shard_items
+from lobolib.experiment.distributed import Shard, barrier, current_shard, gather_in_order, gather_object, shard_items
 from lobolib.errors import LoboError
-from lobolib.evaluate import evaluate
-from lobolib.store import RecordStore, atomic_write_text, model_slug, sparsity_key
+from lobolib.evaluation.evaluate import evaluate
+from lobolib.experiment.store import RecordStore, atomic_write_text, model_slug, sparsity_key
 
 PRUNED_TOLERANCE = 0.005  # zeros a dense model may hold beyond the level before it counts as pruned
 EVAL_OPTION_KEYS = ("max_new_tokens", "batch_size", "template", "shots")

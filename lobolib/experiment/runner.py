@@ -23,10 +23,10 @@ from typing import Sequence
 
 import yaml
 
-from lobolib.config import RunConfig, from_dict
+from lobolib.experiment.config import RunConfig, from_dict
 from lobolib.errors import LoboError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 NOTEBOOKS = ("01_baseline", "02_prune_sweep", "03_bias_analysis", "04_error_cases")
 RESCORE_NOTEBOOKS = NOTEBOOKS[1:]
@@ -100,8 +100,8 @@ def sweep(config: RunConfig, *, progress: bool = True):
     for data-parallel evaluation (`accelerate launch --num_processes N -m lobolib sweep X.yaml`,
     see lobolib.distributed). A later `python -m lobolib run X.yaml` finds the records on disk and
     only analyses them."""
-    from lobolib.distributed import current_shard
-    from lobolib.store import RecordStore
+    from lobolib.experiment.distributed import current_shard
+    from lobolib.experiment.store import RecordStore
 
     if config.mode != "evaluate":
         raise LoboError(f"`sweep` evaluates models; {config.mode!r} mode has none: use `python -m lobolib run`")
@@ -176,7 +176,7 @@ class _ProgressOnly:
 
 def write_parameters(config: RunConfig, run_dir: str | os.PathLike) -> Path:
     """Write the resolved parameters as <run_dir>/parameters.yaml (what `rescore <run_dir>` reads)."""
-    from lobolib.store import atomic_write_text
+    from lobolib.experiment.store import atomic_write_text
 
     path = Path(run_dir) / PARAMETERS_FILE
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -194,7 +194,7 @@ def config_of_run(run_dir: str | os.PathLike) -> RunConfig:
 def record_manifest(run_dir: str | os.PathLike, info: dict) -> Path:
     """Merge `info` into <run_dir>/manifest.json (store.write_manifest: secrets are dropped), adding
     the lobolib version, git commit and package versions."""
-    from lobolib.store import RecordStore, manifest_base
+    from lobolib.experiment.store import RecordStore, manifest_base
 
     return RecordStore(run_dir).write_manifest({**manifest_base(), **info})
 
@@ -229,10 +229,10 @@ def sweep_models(config: RunConfig, store, items: dict, levels: Sequence[float] 
     import pandas as pd
     import torch
 
-    from lobolib import config as config_module
-    from lobolib.distributed import current_shard
+    from lobolib.experiment import config as config_module
+    from lobolib.experiment.distributed import current_shard
     from lobolib.models import describe_model, load_model
-    from lobolib.sweep import missing_cells, run_sweep
+    from lobolib.experiment.sweep import missing_cells, run_sweep
 
     levels = list(config.levels if levels is None else levels)
     options = config_module.eval_options(config, items)
@@ -261,7 +261,7 @@ def sweep_models(config: RunConfig, store, items: dict, levels: Sequence[float] 
 def import_logs(config: RunConfig, store, *, progress: bool = True):
     """Import the reference study's logs (reference_logs mode) into `store`; cells already
     imported are skipped. PubMedQA rows get their PMIDs when benchmarks.pubmedqa.source is a path."""
-    from lobolib.store import import_reference_logs
+    from lobolib.experiment.store import import_reference_logs
 
     source = config.benchmarks.pubmedqa.source
     pubmedqa_source = source if source not in ("embedded", "hub") else None
@@ -274,7 +274,7 @@ def analysis_items(config: RunConfig) -> dict:
     """The items behind the records, for prompts and reference scoring: loaded as the parameters
     say in evaluate mode; in reference_logs mode only from local sources (never the network),
     else {} (the logs' own parse then stands in for MMLU option texts)."""
-    from lobolib import config as config_module
+    from lobolib.experiment import config as config_module
 
     if config.mode == "evaluate":
         return config_module.load_items(config)
@@ -300,8 +300,8 @@ def prompt_checks(config: RunConfig, items: dict):
 
     from lobolib import models
     from lobolib.benchmarks import build_prompt, option_labels
-    from lobolib.config import model_spec
-    from lobolib.evaluate import option_token_ids
+    from lobolib.experiment.config import model_spec
+    from lobolib.evaluation.evaluate import option_token_ids
 
     rows = []
     for model_config in config.models:
@@ -355,7 +355,7 @@ def render_report(run_dir: str | os.PathLike, notebooks: Sequence[str | os.PathL
         parameters=html.escape(parameters),
         sections="\n".join(sections),
     )
-    from lobolib.store import atomic_write_text
+    from lobolib.experiment.store import atomic_write_text
 
     report = run_dir / "report.html"
     atomic_write_text(report, page)  # a run killed while rendering keeps the previous report

@@ -610,7 +610,7 @@ def _resolved_benchmarks(b: BenchmarksConfig) -> BenchmarksConfig:
 
 def embedded_paths(config: RunConfig) -> dict:
     """The embedded models and benchmark files (built on first use in `config.cache_dir`)."""
-    from lobolib.embedded import ensure_embedded
+    from lobolib.experiment.embedded import ensure_embedded
 
     return ensure_embedded(config.cache_dir)
 

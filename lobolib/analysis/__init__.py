@@ -1,0 +1,1 @@
+"""Analysis: metrics, tables and figures built from the per-item records."""

@@ -1,0 +1,1 @@
+"""Compression: pruning methods (and, next, quantization), applied to a model in place."""
