@@ -68,14 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(target: str, overrides: list[str]):
-    from lobolib.experiment import config
-    from lobolib.experiment import runner
+    """The parameters of a file or a run folder, checked against everything they name (preflight)."""
+    from lobolib.experiment import config, preflight, runner
 
     path = Path(target)
     if path.is_dir():
         loaded = runner.config_of_run(path)
-        return config.from_dict(config.apply_overrides(loaded.to_dict(), overrides))
-    return config.load_config(path, overrides)
+        return preflight.check(config.from_dict(config.apply_overrides(loaded.to_dict(), overrides)))
+    return preflight.check(config.load_config(path, overrides))
 
 
 def _run(args) -> int:
@@ -97,9 +97,10 @@ def _sweep(args) -> int:
 def _rescore(args) -> int:
     from lobolib.experiment import runner
 
+    from lobolib.experiment.notebook import open_store, require_records
+
     config = _config(args.target, args.overrides)
-    if not (config.output_dir / "records").is_dir():
-        raise LoboError(f"no records in {config.output_dir}: run `python -m lobolib run` first")
+    require_records(open_store(config))
     report = runner.run(config, notebooks=runner.RESCORE_NOTEBOOKS, evaluate=False, progress=not args.quiet)
     print(f"report: {report}")
     return 0

@@ -274,8 +274,9 @@ def test_mmlu_shots_are_the_first_dev_items():
 def test_option_labels():
     assert B.option_labels("pubmedqa") == ("yes", "no", "maybe")
     assert B.option_labels("mmlu") == ("A", "B", "C", "D")
+    assert B.option_labels("medqa") == ("A", "B", "C", "D")
     with pytest.raises(LoboError, match="unknown benchmark"):
-        B.option_labels("medqa")
+        B.option_labels("bioasq")
 
 
 # ----------------------------------------------------------------------------- prompts

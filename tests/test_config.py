@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lobolib.experiment.config import apply_overrides, from_dict, load_config, model_spec, sparsity_levels, SparsityConfig
+from lobolib.experiment.catalogue import model_spec
+from lobolib.experiment.config import apply_overrides, from_dict, load_config, sparsity_levels, SparsityConfig
+from lobolib.experiment.preflight import check
 from lobolib.errors import LoboError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +74,8 @@ def test_wrong_type_names_the_key(changes, fragment):
         ({"levels": [0.0, 0.5, 0.5]}, "strictly ascending"),
         ({"levels": [0.5, 0.2]}, "strictly ascending"),
         ({"start": 0.0, "stop": 0.5, "step": 0}, "must be positive"),
+        ({"start": 0.0, "stop": 0.5, "step": 1e-12}, "more than 1,000"),
+        ({"start": 0.0, "stop": 1.5, "step": 0.5}, "sparsity.stop: 1.5 is outside [0, 1)"),
         ({"start": 0.0, "step": 0.1}, "give start, stop and step"),
         ({"start": 0.0, "stop": 0.5, "step": 0.1, "levels": [0.1]}, "either levels or start/stop/step"),
     ],
@@ -86,10 +90,18 @@ def test_grid_includes_stop_and_plain_list_form():
     assert from_dict(valid(sparsity=[0, 0.3, 0.6])).levels == [0.0, 0.3, 0.6]
 
 
-def test_missing_paths(tmp_path):
-    assert "path not found" in error_of(valid(logs_dir=str(tmp_path / "nope")))
-    assert "models.0.model: path not found" in error_of(valid(models=[{"name": "a", "model": "./no/such/model"}]))
-    assert "benchmarks.pubmedqa.source: path not found" in error_of(valid(benchmarks={"pubmedqa": {"source": str(tmp_path / "x.json")}}))
+def preflight_error_of(data) -> str:
+    with pytest.raises(LoboError) as caught:
+        check(from_dict(data))
+    return str(caught.value)
+
+
+def test_missing_paths_are_found_by_preflight_not_by_the_schema(tmp_path):
+    assert "path not found" in preflight_error_of(valid(logs_dir=str(tmp_path / "nope")))
+    assert "models.0.model: path not found" in preflight_error_of(valid(models=[{"name": "a", "model": "./no/such/model"}]))
+    missing = valid(benchmarks={"pubmedqa": {"source": str(tmp_path / "x.json")}})
+    from_dict(missing)  # the schema reads nothing but the parameters
+    assert "benchmarks.pubmedqa.source: path not found" in preflight_error_of(missing)
 
 
 def test_reference_mode_requires_logs_dir():
@@ -106,11 +118,12 @@ def test_other_semantic_errors():
 
 
 def test_local_model_folder_and_hub_ids(tmp_path):
-    config = from_dict(valid(models=[{"name": "local", "model": str(tmp_path)}, {"name": "hub", "model": "org/model-7B"}]))
+    config = check(from_dict(valid(models=[{"name": "local", "model": str(tmp_path)},
+                                           {"name": "hub", "model": "org/model-7B", "local_files_only": True}])))
     assert config.models[0].model == str(tmp_path.resolve())
     assert model_spec(config, "hub") == {
         "model": "org/model-7B", "revision": None, "dtype": "auto", "device_map": None, "max_memory": None,
-        "trust_remote_code": False, "allow_pickle_weights": False, "local_files_only": False,
+        "trust_remote_code": False, "allow_pickle_weights": False, "local_files_only": True,
     }
 
 
@@ -121,8 +134,9 @@ def test_overrides_parse_yaml_values_and_dotted_keys():
     assert config.models[0].dtype == "float16"
     assert config.analysis.bootstrap == 10
     assert config.levels == [0.0, 0.25]
-    assert config.benchmarks.mmlu.subjects == ["logic"]
+    assert config.benchmarks["mmlu"].subjects == ["logic"]
     assert config.prune.include_lm_head is True
+    assert config.settings[0].description == "magnitude/layer/lm_head"
 
 
 def test_bad_overrides():
@@ -138,7 +152,7 @@ def test_resolved_dict_round_trips(tmp_path):
     config = from_dict(valid(outputs=str(tmp_path)))
     again = from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict())))
     assert again == config
-    assert config.output_dir == tmp_path.resolve() / "t"
+    assert config.output_dir == tmp_path / "t"
 
 
 def test_unreadable_yaml(tmp_path):
@@ -155,3 +169,88 @@ def test_levels_override_replaces_a_range():
     assert from_dict(data).levels == [0.0, 0.4]
     data = apply_overrides(valid(), ["sparsity.start=0", "sparsity.stop=0.2", "sparsity.step=0.1"])
     assert from_dict(data).levels == [0.0, 0.1, 0.2]
+
+
+# ----------------------------------------------------------------------------- hostile and careless input
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("sparsity: {start: 0, stop: 0.5, step: .nan}\n", "not a usable number"),
+    ("seed: 0\nanalysis: {confidence: .inf}\n", "not a usable number"),
+    ("a: &a [*a]\n", "refers to itself"),
+    ("run: x\nrun: y\n", "duplicate key 'run' at line 2 (first at line 1)"),
+    ("analysis: {bootstrap: 100000000000000}\n", "between 0 (no intervals) and 100,000"),
+    ("evaluation: {batch_size: 0}\n", "evaluation.batch_size"),
+    ("benchmarks: {pubmedqa: {max_new_tokens: 100000}}\n", "max_new_tokens: 100000 must be between 1 and 512"),
+    ("benchmarks: {mmlu: {shots: 1000}}\n", "shots: 1000 must be between 0 and 25"),
+])
+def test_hostile_files_are_one_error(tmp_path, text, fragment):
+    path = tmp_path / "p.yaml"
+    path.write_text("models: [{name: a, model: 'embedded:base'}]\n" + text if "run: x" not in text and "&a" not in text else text)
+    with pytest.raises(LoboError) as caught:
+        load_config(path)
+    assert fragment in str(caught.value)
+
+
+def test_a_file_that_is_not_utf8_is_one_error(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_bytes(b"run: caf\xe9\n")
+    with pytest.raises(LoboError, match="not UTF-8"):
+        load_config(path)
+
+
+def test_set_reads_exponents_as_numbers():
+    data = apply_overrides(valid(sparsity={"start": 0.0, "stop": 0.003, "step": 0.05}), ["sparsity.step=1e-3"])
+    assert data["sparsity"]["step"] == 0.001
+    assert from_dict(data).levels == [0.0, 0.001, 0.002, 0.003]
+
+
+@pytest.mark.parametrize("typo", ["sparsity.stpe=0.1", "sparsity.setp=0.1"])
+def test_typos_suggest_the_key_meant(typo):
+    assert "did you mean 'step'" in error_of(apply_overrides(valid(sparsity={"start": 0, "stop": 0.5, "step": 0.1}), [typo]))
+
+
+# ----------------------------------------------------------------------------- settings and benchmarks
+
+
+def test_compression_settings_have_canonical_descriptions():
+    config = from_dict(valid(compression=[{"method": "magnitude"}, {"method": "magnitude", "scope": "global", "name": "global"},
+                                          {"method": "magnitude", "pattern": "2:4"}]))
+    assert [s.description for s in config.settings] == ["magnitude/layer", "magnitude/global", "magnitude/layer/2:4"]
+    assert [s.name for s in config.settings] == ["magnitude/layer", "global", "magnitude/layer/2:4"]
+    assert config.settings[2].levels == (0.0, 0.5)
+    assert config.settings[0].method_at(0.0) == "dense" and config.settings[0].method_at(0.5) == "magnitude/layer"
+    assert all(s.nests for s in config.settings)
+
+
+@pytest.mark.parametrize("setting, fragment", [
+    ({"method": "pruning"}, "compression.0.method: 'pruning' is not one of"),
+    ({"method": "magnitude", "pattern": "3:7"}, "pattern: '3:7' does not apply"),
+    ({"method": "magnitude", "pattern": "2:4", "levels": [0, 0.3]}, "level 0.3 cannot be reached"),
+    ({"method": "magnitude", "levels": [0.5, 0.2]}, "strictly ascending"),
+    ({"method": "magnitude", "scope": "row"}, "scope: 'row' is not one of"),
+])
+def test_bad_settings(setting, fragment):
+    assert fragment in error_of(valid(compression=[setting]))
+
+
+def test_two_settings_cannot_share_a_name():
+    assert "names two settings" in error_of(valid(compression=[{"method": "magnitude"}, {"method": "magnitude"}]))
+
+
+def test_benchmarks_listed_are_the_ones_run_and_declared_ones_need_a_kind():
+    config = from_dict(valid(benchmarks={"medqa": {"source": "hub"}}))
+    assert config.enabled_benchmarks == ["medqa"]
+    assert "not a built-in benchmark" in error_of(valid(benchmarks={"my_exam": {"source": "x.jsonl"}}))
+    assert "benchmarks.my_exam.kind: 'essay' is not one of" in error_of(valid(benchmarks={"my_exam": {"kind": "essay", "source": "x.jsonl"}}))
+    assert "the built-in mmlu takes no kind" in error_of(valid(benchmarks={"mmlu": {"kind": "multiple_choice"}}))
+    assert "pubmedqa has no subjects" in error_of(valid(benchmarks={"pubmedqa": {"subjects": ["anatomy"]}}))
+    assert "embedded mini benchmark has only" in error_of(valid(benchmarks={"medqa": {"source": "embedded"}}))
+    assert "Benchmark" not in error_of(valid(benchmarks={"Bad-Name": {"source": "hub"}}))
+
+
+def test_shipped_files_keep_their_meaning():
+    config = load_config(ROOT / "parameters" / "biomistral_vs_mistral.yaml")
+    assert [s.description for s in config.settings] == ["magnitude/layer"]
+    assert config.enabled_benchmarks == ["pubmedqa", "mmlu"]
+    assert config.benchmarks["mmlu"].max_items_per_subject == 200

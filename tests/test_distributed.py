@@ -44,7 +44,7 @@ def test_single_process_shard_is_everything_and_gather_is_identity():
 def _records(root: Path):
     frame = RecordStore(root).read()
     return frame.drop(columns=[c for c in frame.columns if c == "option_logprobs"]).sort_values(
-        ["benchmark", "sparsity", "item_id"]).reset_index(drop=True)
+        ["benchmark", "level", "item_id"]).reset_index(drop=True)
 
 
 @pytest.mark.skipif(shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists(),
@@ -59,8 +59,8 @@ def test_two_processes_write_the_same_records_as_one(tmp_path):
     one, two = _records(single), _records(parallel)
     # three levels: one per process for 0.0 and 0.5, then 0.7 shared item-wise; every item once
     assert len(two) == 3 * (11 + 7)
-    assert not two.duplicated(["benchmark", "sparsity", "item_id"]).any()
+    assert not two.duplicated(["benchmark", "level", "item_id"]).any()
     assert one.equals(two)
-    sparsity = json.loads((parallel / "sparsity" / "tiny.json").read_text())
-    assert sorted(sparsity["levels"]) == ["0.0000", "0.5000", "0.7000"]
-    assert sparsity["levels"]["0.5000"]["pruned"] == pytest.approx(0.5, abs=0.01)
+    reports = RecordStore(parallel).read_reports("tiny", "magnitude/layer")
+    assert sorted(reports) == ["0.5000", "0.7000"] and RecordStore(parallel).read_reports("tiny", "dense")
+    assert reports["0.5000"]["pruned"] == pytest.approx(0.5, abs=0.01)

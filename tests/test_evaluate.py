@@ -12,7 +12,7 @@ from lobolib import LoboError
 from lobolib.benchmarks import Item, build_prompt, option_labels
 from lobolib.evaluation.evaluate import evaluate, option_token_ids
 from lobolib.evaluation.parsing import parse_response
-from lobolib.experiment.store import prompt_hash
+from lobolib.records import prompt_hash
 
 torch.set_num_threads(1)
 
@@ -207,9 +207,9 @@ def test_prompt_longer_than_the_model_context_is_an_error(model_and_tokenizer):
 def test_shots_go_into_the_prompt_and_a_missing_subject_is_an_error(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     items = mmlu_items(2)
-    shots = {"anatomy": mmlu_items(2, subject="anatomy")[:1]}
+    shots = {("mmlu", "anatomy"): mmlu_items(2, subject="anatomy")[:1]}
     records = run(model, tokenizer, items, shots=shots)
-    assert records[0].prompt_hash == prompt_hash(build_prompt(items[0], "reference", shots["anatomy"]))
+    assert records[0].prompt_hash == prompt_hash(build_prompt(items[0], "reference", shots[("mmlu", "anatomy")]))
     assert records[0].prompt_hash != prompt_hash(build_prompt(items[0]))
     with pytest.raises(LoboError, match="college_medicine"):
         run(model, tokenizer, mmlu_items(1, subject="college_medicine"), shots=shots)

@@ -92,10 +92,11 @@ def test_end_to_end_run_and_rescore_on_the_embedded_models(tmp_path, monkeypatch
     page = report.read_text(encoding="utf-8")
     assert page.count("Plotly.newPlot") >= 4 and "cdn.plot.ly/plotly" not in page
     assert not re.search(r'<script[^>]*src="https?://', page)  # plotly.js is embedded: works offline
-    records = sorted((run_dir / "records").glob("*.jsonl"))
+    records = sorted((run_dir / "records").glob("*/*/*.jsonl"))
     assert len(records) == 2 * 3 * 2  # models x levels x benchmarks
+    assert {p.parent.name for p in records} == {"dense", "magnitude--layer"}
     scores = (run_dir / "tables" / "scores.csv").read_text()
-    assert scores.startswith("model,benchmark,group,sparsity,scoring,metric,value,ci_low,ci_high")
+    assert scores.startswith("model,setting,method,benchmark,group,level,scoring,metric,value,ci_low,ci_high")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["parameters"]["run"] == "tiny" and set(manifest["items"]) == {"pubmedqa", "mmlu"}
 

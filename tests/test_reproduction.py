@@ -26,7 +26,8 @@ import pytest
 from conftest import shared_path
 from lobolib.analysis.metrics import accuracy, auc_raw, reference_macro_f1, reference_yes_f1
 from lobolib.evaluation.parsing import parse_reference
-from lobolib.experiment.store import RecordStore, import_reference_logs
+from lobolib.experiment.reference_logs import import_reference_logs
+from lobolib.experiment.store import RecordStore
 
 MISTRAL, BIOMISTRAL = "mistralai/Mistral-7B-v0.1", "BioMistral/BioMistral-7B"
 GROUPS = {

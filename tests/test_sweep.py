@@ -1,5 +1,5 @@
-"""run_sweep(): ascending levels, cumulative in-place pruning, only missing cells evaluated,
-resumable after an interruption with identical records (tiny model, CPU)."""
+"""run_sweep(): a setting's levels, cumulative in-place pruning where they nest, only missing
+cells evaluated, resumable after an interruption with identical records (tiny model, CPU)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import pytest
 import torch
 
 from conftest import build_tiny_model, build_tiny_tokenizer
+import lobolib.evaluation.evaluate as evaluate_module
 from lobolib import LoboError
+from lobolib.compress import prune as prune_module
 from lobolib.experiment import sweep
-from lobolib.benchmarks import Item
-from lobolib.experiment.store import RecordStore, record_from_json
+from lobolib.experiment.setting import Setting, check_levels
+from lobolib.experiment.store import RecordStore
+from lobolib.records import DENSE, Item, record_from_json
 
 torch.set_num_threads(1)
 
@@ -48,8 +51,16 @@ def fresh_model(tokenizer):
     return model
 
 
+def magnitude(levels=LEVELS, scope="layer") -> Setting:
+    return Setting("magnitude", "magnitude", check_levels(levels, "sparsity", "levels"), scope=scope)
+
+
+SETTING = magnitude()
+METHOD = SETTING.description
+
+
 def sweep_into(store, tokenizer, levels=LEVELS, **kwargs):
-    return sweep.run_sweep(fresh_model(tokenizer), tokenizer, model_name=MODEL, levels=levels,
+    return sweep.run_sweep(fresh_model(tokenizer), tokenizer, model_name=MODEL, setting=magnitude(levels),
                            item_sets=item_sets(), store=store, progress=False, **kwargs)
 
 
@@ -57,26 +68,26 @@ def spy(monkeypatch, fail_on_call: int | None = None):
     """Count evaluate() and magnitude_prune() calls made by the sweep; optionally interrupt the
     sweep (KeyboardInterrupt) at the n-th evaluate call."""
     calls = {"evaluate": [], "prune": []}
-    real_evaluate, real_prune = sweep.evaluate, sweep.prune.magnitude_prune
+    real_evaluate, real_prune = evaluate_module.evaluate, prune_module.prune
 
     def evaluate(model, tokenizer, items, **kwargs):
-        calls["evaluate"].append((kwargs["sparsity"], items[0].benchmark))
+        calls["evaluate"].append((kwargs["level"], items[0].benchmark))
         if fail_on_call is not None and len(calls["evaluate"]) == fail_on_call:
             raise KeyboardInterrupt
         return real_evaluate(model, tokenizer, items, **kwargs)
 
-    def magnitude_prune(model, level, **kwargs):
+    def prune(model, level, **kwargs):
         calls["prune"].append(level)
         return real_prune(model, level, **kwargs)
 
-    monkeypatch.setattr(sweep, "evaluate", evaluate)
-    monkeypatch.setattr(sweep.prune, "magnitude_prune", magnitude_prune)
+    monkeypatch.setattr(evaluate_module, "evaluate", evaluate)
+    monkeypatch.setattr(prune_module, "prune", prune)
     return calls
 
 
 def records(store) -> pd.DataFrame:
     frame = store.read()
-    return frame.sort_values(["sparsity", "benchmark", "item_id"]).reset_index(drop=True)
+    return frame.sort_values(["level", "benchmark", "item_id"]).reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -89,21 +100,22 @@ def reference(tmp_path_factory, tokenizer):
 
 def test_sweep_evaluates_every_level_and_benchmark_in_ascending_order(reference):
     store, summary = reference
-    assert list(zip(summary["sparsity"], summary["benchmark"])) == [
+    assert list(zip(summary["level"], summary["benchmark"])) == [
         (level, b) for level in LEVELS for b in ("pubmedqa", "mmlu")]
     assert set(summary["status"]) == {"evaluated"}
     assert summary["n_items"].tolist() == [5, 4] * 3
+    assert summary["method"].tolist() == [DENSE] * 2 + [METHOD] * 4
     frame = records(store)
-    assert len(frame) == 27 and set(frame["sparsity"]) == set(LEVELS)
-    assert sweep.missing_cells(store, MODEL, LEVELS, ["pubmedqa", "mmlu"]) == []
+    assert len(frame) == 27 and set(frame["level"]) == set(LEVELS) and set(frame["sparsity"]) == set(LEVELS)
+    assert sweep.missing_cells(store, MODEL, SETTING, ["pubmedqa", "mmlu"]) == []
     # pruning changed the model between levels
-    by_level = frame.groupby("sparsity")["option_logprobs"].apply(lambda s: [tuple(d.values()) for d in s])
+    by_level = frame.groupby("level")["option_logprobs"].apply(lambda s: [tuple(d.values()) for d in s])
     assert by_level[0.0] != by_level[0.6]
 
 
 def test_achieved_sparsity_is_recorded_per_level(reference):
     store, summary = reference
-    levels = sweep.read_sparsity(store, MODEL)["levels"]
+    levels = {**store.read_reports(MODEL, DENSE), **store.read_reports(MODEL, METHOD)}
     assert sorted(levels) == ["0.0000", "0.3000", "0.6000"]
     for key, entry in levels.items():
         assert entry["pruned"] == pytest.approx(float(key), abs=1e-3)
@@ -116,7 +128,7 @@ def test_interrupted_sweep_resumes_with_only_the_missing_cells(tmp_path, tokeniz
     calls = spy(monkeypatch, fail_on_call=4)  # killed while evaluating (0.3, mmlu)
     with pytest.raises(KeyboardInterrupt):
         sweep_into(store, tokenizer)
-    assert sweep.missing_cells(store, MODEL, LEVELS, ["pubmedqa", "mmlu"]) == [
+    assert sweep.missing_cells(store, MODEL, SETTING, ["pubmedqa", "mmlu"]) == [
         (0.3, "mmlu"), (0.6, "pubmedqa"), (0.6, "mmlu")]
 
     calls = spy(monkeypatch)
@@ -137,10 +149,10 @@ def test_interrupted_sweep_resumes_with_only_the_missing_cells(tmp_path, tokeniz
 def test_done_levels_are_skipped_by_pruning_one_shot_to_the_first_missing_level(tmp_path, tokenizer, reference, monkeypatch):
     store = RecordStore(tmp_path)
     done = reference[0].read()
-    for (level, benchmark), _ in done[done["sparsity"] < 0.5].groupby(["sparsity", "benchmark"]):
-        cell = reference[0].read(models=[MODEL], benchmarks=[benchmark], sparsities=[level])
+    for (method, level, benchmark), _ in done[done["level"] < 0.5].groupby(["method", "level", "benchmark"]):
+        cell = reference[0].read(models=[MODEL], benchmarks=[benchmark], levels=[level])
         rows = cell.drop(columns=["correct", "valid"]).to_dict("records")
-        store.write(MODEL, benchmark, level, [record_from_json(r) for r in rows])
+        store.write(MODEL, method, level, benchmark, [record_from_json(r) for r in rows])
 
     calls = spy(monkeypatch)
     sweep_into(store, tokenizer)
@@ -150,14 +162,13 @@ def test_done_levels_are_skipped_by_pruning_one_shot_to_the_first_missing_level(
 
 
 @pytest.mark.parametrize("levels", [[0.3, 0.1], [0.1, 0.1], [0.5, 1.0], [-0.1, 0.2], []])
-def test_levels_must_be_ascending_and_in_range(tmp_path, tokenizer, levels):
+def test_levels_must_be_ascending_and_in_range(levels):
     with pytest.raises(LoboError):
-        sweep_into(RecordStore(tmp_path), tokenizer, levels=levels)
+        check_levels(levels, "sparsity", "levels")
 
 
 @pytest.mark.parametrize("bad, message", [
     ({"eval_options": {"max_tokens": 3}}, "max_tokens"),
-    ({"scope": "row"}, "scope"),
 ])
 def test_bad_options_are_refused_before_any_work(tmp_path, tokenizer, bad, message):
     store = RecordStore(tmp_path)
@@ -168,8 +179,20 @@ def test_bad_options_are_refused_before_any_work(tmp_path, tokenizer, bad, messa
 
 def test_a_model_left_pruned_by_an_earlier_sweep_is_refused(tmp_path, tokenizer):
     model = fresh_model(tokenizer)
-    sweep.run_sweep(model, tokenizer, model_name=MODEL, levels=[0.5], item_sets=item_sets(),
+    sweep.run_sweep(model, tokenizer, model_name=MODEL, setting=magnitude([0.5]), item_sets=item_sets(),
                     store=RecordStore(tmp_path / "a"), progress=False)
     with pytest.raises(LoboError, match="already 50.0% sparse"):
-        sweep.run_sweep(model, tokenizer, model_name=MODEL, levels=[0.0, 0.5], item_sets=item_sets(),
+        sweep.run_sweep(model, tokenizer, model_name=MODEL, setting=magnitude([0.0, 0.5]), item_sets=item_sets(),
                         store=RecordStore(tmp_path / "b"), progress=False)
+
+
+def test_the_dense_cells_are_shared_by_every_setting(tmp_path, tokenizer, reference, monkeypatch):
+    """A second setting on the same store finds the dense level on disk and evaluates only its own."""
+    store = RecordStore(tmp_path)
+    sweep_into(store, tokenizer)
+    calls = spy(monkeypatch)
+    summary = sweep.run_sweep(fresh_model(tokenizer), tokenizer, model_name=MODEL, setting=magnitude(scope="global"),
+                              item_sets=item_sets(), store=store, progress=False)
+    assert calls["evaluate"] == [(0.3, "pubmedqa"), (0.3, "mmlu"), (0.6, "pubmedqa"), (0.6, "mmlu")]
+    assert summary["status"].tolist() == ["stored"] * 2 + ["evaluated"] * 4
+    assert set(store.read()["method"]) == {DENSE, "magnitude/layer", "magnitude/global"}

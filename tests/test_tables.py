@@ -30,7 +30,8 @@ MMLU_ANSWERS = {
 
 def record(model, level, benchmark, subject, item_id, gold, answer, loglik):
     return {
-        "model": model, "sparsity": level, "benchmark": benchmark, "subject": subject, "item_id": item_id,
+        "model": model, "method": "dense" if level == 0 else "magnitude/layer", "level": level,
+        "sparsity": level, "benchmark": benchmark, "subject": subject, "item_id": item_id,
         "gold": gold, "prompt_hash": "h", "raw_response": answer if answer is not None else "???",
         "answer": answer, "tier": "test", "invalid_reason": None if answer is not None else "no answer",
         "option_logprobs": {}, "loglik_answer": loglik, "correct": answer == gold, "valid": answer is not None,
@@ -59,12 +60,13 @@ def value(scores, **where) -> list[float]:
     part = scores
     for key, wanted in where.items():
         part = part[part[key] == wanted]
-    return list(part.sort_values("sparsity")["value"])
+    return list(part.sort_values("level")["value"])
 
 
 def test_columns(built):
     assert list(built["scores"].columns) == [
-        "model", "benchmark", "group", "sparsity", "scoring", "metric", "value", "ci_low", "ci_high"]
+        "model", "setting", "method", "benchmark", "group", "level", "scoring", "metric", "value", "ci_low", "ci_high"]
+    assert set(built["scores"]["setting"]) == {"magnitude/layer"}
     for column in ("model", "benchmark", "group", "scoring", "metric", "auc_raw", "auc_normalised", "ci_low", "ci_high"):
         assert column in built["robustness"].columns
 
@@ -97,8 +99,13 @@ def test_reference_scoring_reparses_raw_responses(built):
 def test_groups(built):
     groups = set(built["scores"].loc[built["scores"]["benchmark"] == "mmlu", "group"])
     assert groups == {"all", "logic"}  # reference_logic lacks global_facts
-    assert tables.mmlu_groups(["formal_logic"], requested=["reference_logic"]) == {
+    from lobolib.benchmarks import MEDMCQA, MMLU, PUBMEDQA
+
+    assert tables.benchmark_groups(MMLU, ["formal_logic"], requested=["reference_logic"]) == {
         "all": ["formal_logic"], "reference_logic": ["formal_logic"]}
+    assert tables.benchmark_groups(PUBMEDQA, ["pubmedqa"]) == {"pubmedqa": ["pubmedqa"]}
+    assert tables.benchmark_groups(MEDMCQA, ["Anatomy", "Surgery", "Anatomy"]) == {
+        "all": ["Anatomy", "Surgery"], "Anatomy": ["Anatomy"], "Surgery": ["Surgery"]}
 
 
 def test_robustness_auc_and_difference(built):
@@ -119,6 +126,30 @@ def test_robustness_auc_and_difference(built):
     assert "invalid_rate" not in set(rob["metric"])
 
 
+def test_kappa_has_a_bootstrap_interval(built):
+    kappa = built["scores"][(built["scores"]["metric"] == "kappa")]
+    assert kappa["ci_low"].notna().any()
+    inside = kappa.dropna(subset=["ci_low"])
+    assert ((inside["ci_low"] <= inside["value"] + 1e-9) & (inside["value"] <= inside["ci_high"] + 1e-9)).all()
+
+
+def test_settings_are_curves_of_their_own_with_paired_differences(records):
+    """Two settings on the same items share the dense records; each gets its own curve, and each
+    model the paired difference between them."""
+    other = records[records["level"] > 0].assign(method="wanda/calib=wikitext2")
+    other.loc[other["model"] == "A", "answer"] = other.loc[other["model"] == "A", "gold"]
+    both = pd.concat([records, other], ignore_index=True)
+    built = tables.build_tables(both, options=MMLU_OPTIONS, n_boot=100, seed=0)
+    rob = built["robustness"]
+    acc = rob[(rob["benchmark"] == "pubmedqa") & (rob["scoring"] == "lobolib") & (rob["metric"] == "accuracy")]
+    by = acc.set_index(["setting", "model"])
+    assert by.loc[("wanda/calib=wikitext2", "A"), "auc_normalised"] == pytest.approx(1.0)
+    assert by.loc[("magnitude/layer", "A"), "auc_raw"] == pytest.approx(0.475)
+    diff = by.loc[("magnitude/layer - wanda/calib=wikitext2", "A")]
+    assert diff["auc_raw"] == pytest.approx(0.475 - 0.9) and diff["p"] < 0.05
+    assert ("wanda/calib=wikitext2", "A - B") in by.index
+
+
 def test_no_bootstrap_gives_no_intervals(records):
     built = tables.build_tables(records, options=MMLU_OPTIONS, n_boot=0)
     assert built["scores"]["ci_low"].isna().all()
@@ -137,7 +168,7 @@ def test_f1_replicates_match_sklearn_on_the_full_sample():
 
 
 def test_items_missing_at_one_level_are_left_out(records):
-    dropped = records[~((records["item_id"] == "103") & (records["sparsity"] == 0.5) & (records["model"] == "B"))]
+    dropped = records[~((records["item_id"] == "103") & (records["level"] == 0.5) & (records["model"] == "B"))]
     built = tables.build_tables(dropped, options=MMLU_OPTIONS, n_boot=0)
     rob = built["robustness"]
     assert set(rob.loc[rob["benchmark"] == "pubmedqa", "items"]) == {3}
@@ -151,15 +182,15 @@ def test_write_tables_csv_and_markdown(built, tmp_path):
     again = pd.read_csv(tmp_path / "scores.csv")
     assert len(again) == len(built["scores"])
     lines = (tmp_path / "scores.md").read_text().splitlines()
-    assert lines[0].startswith("| model | benchmark |") and len(lines) == len(built["scores"]) + 2
+    assert lines[0].startswith("| model | setting | method | benchmark |") and len(lines) == len(built["scores"]) + 2
 
 
 def test_analysis_tables(records):
     modes = tables.failure_modes(records)
-    a_half = modes[(modes["model"] == "A") & (modes["benchmark"] == "pubmedqa") & (modes["sparsity"] == 0.5)]
+    a_half = modes[(modes["model"] == "A") & (modes["benchmark"] == "pubmedqa") & (modes["level"] == 0.5)]
     assert dict(zip(a_half["outcome"], a_half["share"])) == {"correct": 0.5, "wrong answer": 0.25, "invalid: no answer": 0.25}
     dist = tables.label_distribution(records)
-    b_90 = dist[(dist["model"] == "B") & (dist["benchmark"] == "pubmedqa") & (dist["sparsity"] == 0.9)]
+    b_90 = dist[(dist["model"] == "B") & (dist["benchmark"] == "pubmedqa") & (dist["level"] == 0.9)]
     assert dict(zip(b_90["label"], b_90["share"]))["yes"] == 1.0
     divergent = tables.divergent_items(records, 0.9, "A", "B")
     assert set(divergent.loc[divergent["benchmark"] == "pubmedqa", "item_id"]) == {"100", "102"}
@@ -168,7 +199,8 @@ def test_analysis_tables(records):
 def test_reference_logs_reproduce_the_published_robustness_scores(tmp_path):
     """robustness.csv, scoring reference, auc_raw: the study's published numbers to 4 decimals."""
     from conftest import shared_path
-    from lobolib.experiment.store import RecordStore, import_reference_logs
+    from lobolib.experiment.reference_logs import import_reference_logs
+    from lobolib.experiment.store import RecordStore
 
     store = RecordStore(tmp_path)
     import_reference_logs(shared_path("reference-logs"), store, parse=False, progress=False)

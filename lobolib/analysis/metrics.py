@@ -353,6 +353,23 @@ def f1_replicates(gold: np.ndarray, pred: np.ndarray, counts: np.ndarray, classe
     return out
 
 
+def kappa_replicates(gold: np.ndarray, pred: np.ndarray, counts: np.ndarray, classes) -> np.ndarray:
+    """Cohen's kappa for each resample (rows of `counts`) and level (rows of `pred`), exactly
+    `cohen_kappa` of the resampled items: invalid predictions form their own category on the
+    prediction side. NaN where the expected agreement is 1 (kappa undefined). (resamples × levels)."""
+    categories = [*classes, INVALID]
+    n = counts.sum(axis=1)
+    gold_share = np.stack([counts @ (gold == c).astype(float) for c in categories], axis=1) / n[:, None]
+    out = np.empty((counts.shape[0], pred.shape[0]))
+    for level, row in enumerate(pred):
+        observed = counts @ (row == gold).astype(float) / n
+        pred_share = np.stack([counts @ (row == c).astype(float) for c in categories], axis=1) / n[:, None]
+        expected = (gold_share * pred_share).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[:, level] = np.where(expected < 1, (observed - expected) / (1 - expected), np.nan)
+    return out
+
+
 def _replicates(correct, pred, gold, metric, labels, indices) -> tuple[np.ndarray, np.ndarray]:
     """(point estimate per level, replicates n_boot × levels) for one model."""
     if correct is not None:

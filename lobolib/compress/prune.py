@@ -421,3 +421,11 @@ def sparsity_report(model: nn.Module, include_lm_head: bool = False) -> dict:
         "overall_zeros": overall_zeros,
         "overall_weights": overall_weights,
     }
+
+
+def prune(model: nn.Module, sparsity: float, *, method: str = "magnitude", pattern=None, calibration=None,
+          scope: str = "layer", include_lm_head: bool = False) -> dict:
+    """Prune `model` in place to `sparsity` by `method` (magnitude only, for now)."""
+    if method != "magnitude" or pattern is not None:
+        raise LoboError(f"unknown pruning method {method!r} (pattern {pattern!r})")
+    return magnitude_prune(model, sparsity, scope=scope, include_lm_head=include_lm_head)

@@ -53,16 +53,12 @@ import numpy as np
 import torch
 from torch.nn.attention import sdpa_kernel
 
-from lobolib import benchmarks
-from lobolib.evaluation import decode
-from lobolib.evaluation import forward
-from lobolib.evaluation import parsing
-from lobolib.experiment import store
-from lobolib.benchmarks import Item
+from lobolib.benchmarks import Benchmark, build_prompt
+from lobolib.benchmarks import get as get_benchmark
 from lobolib.errors import LoboError
-from lobolib.experiment.store import Record
+from lobolib.evaluation import decode, forward, parsing
+from lobolib.records import DENSE, Item, Record, prompt_hash
 
-DEFAULT_MAX_NEW_TOKENS = {"pubmedqa": 10, "mmlu": 5}  # the reference study's generation lengths
 CPU_BUDGET_BYTES = 2 * 2**30  # memory a CPU batch may use
 GPU_FREE_FRACTION = 0.7  # share of free GPU memory a batch may use
 MAX_AUTO_BATCH = {"cpu": 64, "cuda": 1024}  # beyond this, bigger batches buy no speed
@@ -72,6 +68,7 @@ weight once whatever the batch size, so its floor is a card's FLOP/s over its me
 (about 300 on an H100 in bf16); with the cache reads, the step's compute and the graph capture,
 a PubMedQA batch's decode measured 110-190 ms on an H100 against 21 us per prefill token: 500
 to 900 tokens a step. Batch planning weighs padding against this per-batch cost."""
+UNSPECIFIED = "unspecified"  # the method of records whose caller did not name the compression
 PACKED_PAD_COST = 0.05
 """What a pad token costs, in prompt tokens, where `decode.greedy` decodes: its prefill drops the
 pads before the matrix products, so a pad only takes a zeroed cache slot that every decode step
@@ -414,16 +411,15 @@ def _max_positions(model) -> int | None:
     return None
 
 
-def _shots_for(item: Item, shots: Mapping[str, Sequence[Item]] | None) -> Sequence[Item]:
-    if shots is None:
-        return ()
-    if item.subject in shots:
-        return shots[item.subject]
-    if item.benchmark == "mmlu":
-        raise LoboError(
-            f"shots has no examples for MMLU subject {item.subject!r}; add shots[{item.subject!r}] "
-            "(an empty list for zero-shot)."
-        )
+def _shots_for(item: Item, shots: Mapping | None) -> Sequence[Item]:
+    """The solved examples shown before `item`: shots[(benchmark, subject)]; none for a benchmark
+    without entries; an error for a subject missing where its benchmark has some."""
+    key = (item.benchmark, item.subject)
+    if not shots or key in shots:
+        return shots[key] if shots else ()
+    if any(benchmark == item.benchmark for benchmark, _ in shots):
+        raise LoboError(f"shots has no examples for {item.benchmark} subject {item.subject!r}; add "
+                        f"shots[({item.benchmark!r}, {item.subject!r})] (an empty list for zero-shot)")  # fmt: skip
     return ()
 
 
@@ -435,22 +431,39 @@ def per_benchmark(value, benchmark: str, default):
     return default if value is None else value
 
 
-def _validate(items, max_new_tokens, batch_size, template) -> None:
-    benchmarks_present = {it.benchmark for it in items}
-    unknown = sorted(benchmarks_present - set(DEFAULT_MAX_NEW_TOKENS))
-    if unknown:
-        raise LoboError(f"unknown benchmark(s) {unknown}; items must be 'pubmedqa' or 'mmlu'.")
-    for benchmark in sorted(benchmarks_present):
-        steps = per_benchmark(max_new_tokens, benchmark, DEFAULT_MAX_NEW_TOKENS[benchmark])
+def _records_of(items, declared: Mapping[str, Benchmark] | None) -> dict[str, Benchmark]:
+    """The Benchmark record of every benchmark the items come from."""
+    return {name: get_benchmark(name, declared) for name in dict.fromkeys(it.benchmark for it in items)}
+
+
+def _validate(records: Mapping[str, Benchmark], max_new_tokens, batch_size, template) -> None:
+    for name, record in records.items():
+        steps = per_benchmark(max_new_tokens, name, record.max_new_tokens)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise LoboError(
                 f"max_new_tokens must be a positive integer, a dict benchmark -> positive integer, or None; "
-                f"got {steps!r} for {benchmark}."
+                f"got {steps!r} for {name}."
             )
-        if not isinstance(per_benchmark(template, benchmark, "reference"), str):
+        chosen = per_benchmark(template, name, "reference")
+        if not isinstance(chosen, str):
             raise LoboError(f"template must be a name or a dict benchmark -> name, got {template!r}.")
+        record.template(chosen)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise LoboError(f"batch_size must be a positive integer or None (automatic), got {batch_size!r}.")
+
+
+def _label(method: str | None, level: float | None, sparsity: float) -> tuple[str, float, float]:
+    """(method, level, sparsity) of the records, checked for agreement."""
+    import math
+
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+        raise LoboError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+    level = sparsity if level is None else level
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not math.isfinite(level) or level < 0:
+        raise LoboError(f"level must be a finite number >= 0, got {level!r}")
+    if method is None:
+        method = DENSE if sparsity == 0 and level == 0 else UNSPECIFIED
+    return method, round(float(level), 4), round(float(sparsity), 4)
 
 
 def evaluate(
@@ -459,68 +472,73 @@ def evaluate(
     items: Sequence[Item],
     *,
     model_name: str,
-    sparsity: float,
+    sparsity: float = 0.0,
+    method: str | None = None,
+    level: float | None = None,
     max_new_tokens: int | Mapping[str, int] | None = None,
     batch_size: int | None = None,
     template: str | Mapping[str, str] = "reference",
-    shots: Mapping[str, Sequence[Item]] | None = None,
+    shots: Mapping | None = None,
+    benchmarks: Mapping[str, Benchmark] | None = None,
     progress: bool = True,
 ) -> list[Record]:
     """Evaluate `items` with greedy generation and first-token option scores; one Record per item,
     in the order of `items`.
 
-    Prompts come from `benchmarks.build_prompt(item, template, shots[item.subject])` (`shots`: None,
-    or a dict subject -> example Items for k-shot MMLU; an MMLU subject missing from it is an error,
-    PubMedQA items without an entry are zero-shot). Responses are the new tokens decoded with special
-    tokens skipped and surrounding whitespace stripped, parsed by `parsing.parse_response`.
-    `option_logprobs` holds log_softmax over the vocabulary of each label's first token at the first
-    decode step; `loglik_answer` is its argmax (both empty/None when the tokenizer cannot tell the
-    labels apart by their first token — a warning says so).
+    Each item's benchmark (`benchmarks`, else the built-in of its name) gives its prompt template,
+    labels, generation length and parser. Prompts come from `benchmarks.build_prompt(item,
+    template, shots[(benchmark, subject)])` (`shots`: None, or solved examples per benchmark and
+    subject). Responses are the new tokens decoded with special tokens skipped and surrounding
+    whitespace stripped, parsed by `parsing.parse_answer` with the item's options and question.
+    `option_logprobs` holds log_softmax over the vocabulary of each label's first token at the
+    first decode step; `loglik_answer` is its argmax (both empty/None when the tokenizer cannot
+    tell the labels apart by their first token — a warning says so).
 
     `max_new_tokens` and `template` may be one value for all items or a dict benchmark -> value
-    (a benchmark left out, or None, gets the default). `max_new_tokens` None: 10 for PubMedQA, 5
-    for MMLU. `batch_size` None: automatic from free memory; out-of-memory halves the batch and
-    retries it. Items of both benchmarks may be mixed.
-    The model is evaluated in `torch.inference_mode()` with its weights as they are (the caller
-    prunes); `sparsity` and `model_name` only label the records.
+    (a benchmark left out, or None, gets its default: PubMedQA 10, multiple choice 5).
+    `batch_size` None: automatic from free memory; out-of-memory halves the batch and retries it.
+    Items of several benchmarks may be mixed. The model is evaluated in `torch.inference_mode()`
+    with its weights as they are (the caller compresses); `model_name`, `method` (default: "dense"
+    at level 0, else "unspecified"), `level` (default: `sparsity`) and `sparsity` only label the
+    records.
     """
     from tqdm.auto import tqdm
 
     items = list(items)
-    _validate(items, max_new_tokens, batch_size, template)
-    sparsity = store.sparsity_key(sparsity)
+    records = _records_of(items, benchmarks)
+    _validate(records, max_new_tokens, batch_size, template)
+    method, level, sparsity = _label(method, level, sparsity)
     if not items:
         return []
     prompts = [
-        benchmarks.build_prompt(it, per_benchmark(template, it.benchmark, "reference"), _shots_for(it, shots))
+        build_prompt(it, per_benchmark(template, it.benchmark, "reference"), _shots_for(it, shots),
+                                       benchmark=records[it.benchmark])
         for it in items
-    ]
+    ]  # fmt: skip
     rows = tokenize(tokenizer, prompts)
     pad_id = _pad_id(model, tokenizer)
     limit = _max_positions(model)
 
     texts: list[str | None] = [None] * len(items)
     logprobs: list[list[float] | None] = [None] * len(items)
-    labels_of: dict[str, tuple[str, ...]] = {}
     groups: dict[str, list[int]] = {}
     for i, it in enumerate(items):
         groups.setdefault(it.benchmark, []).append(i)
 
-    with torch.inference_mode(), tqdm(total=len(items), desc=f"{model_name} @ {sparsity:.0%}",
+    with torch.inference_mode(), tqdm(total=len(items), desc=f"{model_name} {method} @ {level:g}",
                                       disable=not progress, unit="item", leave=False) as bar:
-        for benchmark, index in groups.items():
-            new_tokens = per_benchmark(max_new_tokens, benchmark, DEFAULT_MAX_NEW_TOKENS[benchmark])
+        for name, index in groups.items():
+            new_tokens = per_benchmark(max_new_tokens, name, records[name].max_new_tokens)
             if limit is not None:
                 too_long = [items[i].id for i in index if len(rows[i]) + new_tokens > limit]
                 if too_long:
                     raise LoboError(
-                        f"{len(too_long)} {benchmark} prompt(s) (first: item {too_long[0]!r}) plus "
+                        f"{len(too_long)} {name} prompt(s) (first: item {too_long[0]!r}) plus "
                         f"{new_tokens} new tokens exceed the model's {limit} positions; drop those items "
                         "or use a model with a longer context."
                     )
-            labels = tuple(benchmarks.option_labels(benchmark))
+            labels = records[name].labels
             ids = option_token_ids(tokenizer, labels, prompts[index[0]][-32:])
-            labels_of[benchmark] = labels
             label_ids = None if ids is None else [ids[label] for label in labels]
             budget = fixed_budget(batch_size) if batch_size else auto_budget(model, len(tokenizer), new_tokens)
             group_texts, group_lp = _run_batches(
@@ -530,10 +548,9 @@ def evaluate(
             for j, i in enumerate(index):
                 texts[i], logprobs[i] = group_texts[j], group_lp[j]
 
-    return [
-        _record(it, prompt, text, labels_of[it.benchmark], lp, model_name, sparsity)
-        for it, prompt, text, lp in zip(items, prompts, texts, logprobs)
-    ]
+    label = {"model": model_name, "method": method, "level": level, "sparsity": sparsity}
+    return [_record(it, records[it.benchmark], prompt, text, lp, label)
+            for it, prompt, text, lp in zip(items, prompts, texts, logprobs)]  # fmt: skip
 
 
 _TOKENIZED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -557,19 +574,18 @@ def tokenize(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
     return remembered[key]
 
 
-def _record(item: Item, prompt: str, text: str, labels, lp, model_name: str, sparsity: float) -> Record:
+def _record(item: Item, record: Benchmark, prompt: str, text: str, lp, label: dict) -> Record:
     """Build one Record from a response and its option log-probs."""
-    parsed = parsing.parse_response(item.benchmark, text, item.options)
-    option_logprobs = {} if lp is None else dict(zip(labels, lp))
+    parsed = parsing.parse_answer(record.kind, text, item.options, question=item.question)
+    option_logprobs = {} if lp is None else dict(zip(record.labels, lp))
     loglik = max(option_logprobs, key=option_logprobs.get) if option_logprobs else None
     return Record(
-        model=model_name,
-        sparsity=sparsity,
+        **label,
         benchmark=item.benchmark,
         subject=item.subject,
         item_id=item.id,
         gold=item.answer,
-        prompt_hash=store.prompt_hash(prompt),
+        prompt_hash=prompt_hash(prompt),
         raw_response=text,
         answer=parsed.answer,
         tier=parsed.tier,

@@ -430,3 +430,12 @@ def parse_reference(benchmark: str, text, options: Sequence[str] = ()) -> str:
     if benchmark == "mmlu":
         return parse_reference_mmlu(text, options)
     raise LoboError(f"unknown benchmark {benchmark!r}: use 'pubmedqa' or 'mmlu'")
+
+
+def parse_answer(kind: str, text, options: Sequence[str] = (), question: str | None = None) -> ParseResult:
+    """What a response of a benchmark of `kind` commits to."""
+    if kind == "yes_no_maybe":
+        return parse_pubmedqa(text)
+    if kind == "multiple_choice":
+        return parse_mmlu(text, options)
+    raise LoboError(f"unknown benchmark kind {kind!r}: use 'yes_no_maybe' or 'multiple_choice'")

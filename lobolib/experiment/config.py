@@ -1,9 +1,11 @@
-"""Experiment parameters: parameters/*.yaml -> a validated `RunConfig`.
+"""Experiment parameters: parameters/*.yaml -> a validated `RunConfig`. Schema and checks only:
+nothing here reads anything but the parameters file (`preflight` resolves paths, models and
+datasets before any work).
 
-Every key is checked before any work starts: an unknown key (with the closest known key
-suggested), a value of the wrong type, a sparsity grid outside [0, 1) or not strictly ascending,
-a path that does not exist, a reference-logs run without `logs_dir`. Each problem raises one
-`LoboError` naming the key and what to write instead.
+Every key is checked: an unknown key (with the closest known key suggested), a value of the
+wrong type, NaN or infinity, a level grid outside [0, 1), not ascending or of more than 1,000
+levels, a duplicate key in the file, a file that is not UTF-8 or refers to itself. Each problem
+raises one `LoboError` naming the key and what to write instead.
 
 Schema (every key optional except where noted; shown with its default)::
 
@@ -14,7 +16,8 @@ Schema (every key optional except where noted; shown with its default)::
     logs_dir: null              # required in reference_logs mode: the reference study's data/ folder
     models:                     # evaluate mode: at least one; keys are models.load_model's
       - name: base              # short label used in records, tables and figures (letters, digits, . _ -)
-        model: embedded:base    # embedded:base | embedded:specialist | hub id | local folder
+        model: embedded:base    # embedded:base | embedded:specialist | hub id | local folder | a .gguf file
+        gguf_file: null         # a GGUF file inside `model`'s folder
         revision: null          # hub commit, branch or tag
         dtype: auto             # auto | bfloat16 | float16 | float32
         device_map: null        # null | auto | cpu | cuda | {module: device}
@@ -24,49 +27,62 @@ Schema (every key optional except where noted; shown with its default)::
         local_files_only: false
     sparsity: {start: 0.0, stop: 0.95, step: 0.05}   # stop included; or {levels: [0, 0.5, 0.9]}
                                                       # or a plain list [0, 0.5, 0.9]
-    prune: {scope: layer, include_lm_head: false}    # scope: layer (per matrix) | global
-    benchmarks:
-      pubmedqa:
+    prune: {scope: layer, include_lm_head: false}    # the one magnitude setting when `compression` is absent
+    compression:                # the settings to compare; each is swept through its levels
+      - method: magnitude       # magnitude (more as lobolib.compress adds them)
+        name: null              # label in tables and figures (default: the canonical description)
+        scope: layer            # magnitude: layer (per matrix) | global
+        include_lm_head: false
+        pattern: null           # N:M, e.g. "2:4"
+        calibration: null       # {source: wikitext2, n_samples: 128, seq_len: 2048, seed: 0}
+        group_size: 128         # quantization: weights per scale (null: one per output channel)
+        symmetric: false
+        levels: null            # default: the sparsity grid (or the bit widths for quantization)
+    benchmarks:                 # default: pubmedqa and mmlu from the embedded mini benchmark
+      pubmedqa:                 # a built-in benchmark (pubmedqa, mmlu, medqa, medmcqa) ...
         enabled: true
-        source: embedded        # embedded | hub | path to ori_pqal.json or its folder
-        split: null             # null: all 1,000 PQA-L items | test (the official 500)
+        source: null            # hub | embedded (pubmedqa, mmlu) | a local copy of the official files;
+                                # null: embedded for pubmedqa and mmlu, hub for the others
+        split: null             # the benchmark's default split when null (PubMedQA: all 1,000; test: 500)
         max_items: null         # first N items
-        max_new_tokens: 10
+        max_new_tokens: null    # null: the benchmark's (PubMedQA 10, multiple choice 5)
         template: reference     # reference | harness
-      mmlu:
-        enabled: true
-        source: embedded        # embedded | hub | folder with test/ dev/ val/ CSVs
-        split: test
-        subjects: [medical, logic]   # subject names or groups (benchmarks.SUBJECT_GROUPS)
-        max_items_per_subject: null  # first N per subject (the reference study: 200)
-        shots: 0                # few-shot examples from the dev split
-        max_new_tokens: 5
-        template: reference
+        shots: 0                # solved examples before each question (from the benchmark's shot split)
+        subjects: null          # MMLU: subject names or groups (benchmarks.SUBJECT_GROUPS); default [medical, logic]
+        max_items_per_subject: null   # MMLU: first N per subject (the reference study: 200)
+      my_exam:                  # ... or one declared here (see lobolib.benchmarks.declared)
+        kind: multiple_choice
+        source: data/my_exam.jsonl
+        question: question
+        options: [opa, opb, opc, opd]
+        answer: cop
+        answer_index_base: 1
+        group: subject_name
     evaluation: {batch_size: null}   # null: automatic, halved on out-of-memory
     analysis:
-      bootstrap: 1000           # bootstrap resamples for confidence intervals (0: none)
+      bootstrap: 1000           # bootstrap resamples for confidence intervals (0: none; at most 100,000)
       confidence: 0.95
       cliff_fraction: 0.5       # the cliff: first level where the score falls below this fraction of dense
       example_levels: [0.5, 0.75, 0.8]   # levels shown in the qualitative examples
       compare_level: 0.5        # level at which items where the models diverge are listed
       examples_per_level: 3
-      groups: []                # MMLU subject groups to report even when only some of their
+      groups: []                # subject groups to report even when only some of their
                                 # subjects were evaluated (fully covered groups always are)
 
-`embedded:*` models and `source: embedded` come from lobolib.embedded.ensure_embedded, cached in
-$LOBOTOMY_CACHE or <outputs>/.cache/embedded. A Hugging Face token is never a parameter: models.py
-reads HF_TOKEN from the environment, and a value that looks like a token is refused here so it
-cannot end up in an output.
+`embedded:*` models and `source: embedded` are lobolib's own miniature (lobolib.experiment.embedded),
+built on first use in $LOBOTOMY_CACHE or <outputs>/.cache/embedded. A Hugging Face token is never
+a parameter: models.py reads HF_TOKEN from the environment, and a value that looks like a token is
+refused here so it cannot end up in an output.
 
 `--set key=value` overrides (see `apply_overrides`) use dotted keys (`models.0.dtype=float16`) and
-YAML values (`--set sparsity=[0,0.5,0.9]`); `--set sparsity.levels=[...]` replaces a
-start/stop/step range (and setting start, stop or step replaces explicit levels).
+YAML values (`--set sparsity=[0,0.5,0.9]`, `--set sparsity.step=1e-3`); `--set
+sparsity.levels=[...]` replaces a start/stop/step range (and setting start, stop or step replaces
+explicit levels).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import re
@@ -76,15 +92,23 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from lobolib.benchmarks import BUILT_IN, KINDS, SUBJECT_GROUPS, expand_subjects
+from lobolib.benchmarks.declared import FIELD_KEYS, SOURCE_KEYS
+from lobolib.benchmarks.prompts import MULTIPLE_CHOICE_TEMPLATES
 from lobolib.errors import LoboError
+from lobolib.experiment.embedded import EMBEDDED_BENCHMARKS, EMBEDDED_MODELS
+from lobolib.experiment.setting import Calibration, Setting, check_levels, check_method
+from lobolib.experiment.suggest import closest
+from lobolib.models import DTYPES as _MODEL_DTYPES
 
 MODES = ("evaluate", "reference_logs")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
-TEMPLATES = ("reference", "harness")
-SCOPES = ("layer", "global")
-EMBEDDED_MODELS = ("base", "specialist")
+DTYPES = tuple(dict.fromkeys(("auto", *_MODEL_DTYPES)))
+MAX_LEVELS = 1000
+MAX_BOOTSTRAP = 100_000
+MAX_NEW_TOKENS = 512
+MAX_SHOTS = 25
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_BENCHMARK = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 _TOKEN = re.compile(r"^hf_[A-Za-z0-9]{20,}$")
 
 
@@ -93,10 +117,11 @@ _TOKEN = re.compile(r"^hf_[A-Za-z0-9]{20,}$")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One model to prune: a `name` label plus models.load_model's spec keys."""
+    """One model to compress: a `name` label plus models.load_model's spec keys."""
 
     name: str
     model: str
+    gguf_file: str | None = None
     revision: str | None = None
     dtype: str = "auto"
     device_map: str | dict | None = None
@@ -109,6 +134,14 @@ class ModelConfig:
     def embedded(self) -> str | None:
         """"base"/"specialist" for an embedded model, else None."""
         return self.model.split(":", 1)[1] if self.model.startswith("embedded:") else None
+
+    def spec(self) -> dict:
+        """The models.load_model spec (embedded:* still to be resolved to its folder)."""
+        spec = dataclasses.asdict(self)
+        spec.pop("name")
+        if spec["gguf_file"] is None:
+            spec.pop("gguf_file")
+        return spec
 
 
 @dataclass(frozen=True)
@@ -123,42 +156,74 @@ class SparsityConfig:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """prune.magnitude_prune's options."""
+    """The magnitude setting of a run that lists no `compression`."""
 
     scope: str = "layer"
     include_lm_head: bool = False
 
 
 @dataclass(frozen=True)
-class PubMedQAConfig:
-    """Which PubMedQA items and how they are asked."""
+class CalibrationConfig:
+    source: str = "wikitext2"
+    n_samples: int = 128
+    seq_len: int = 2048
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SettingConfig:
+    """One compression setting (see lobolib.experiment.setting)."""
+
+    method: str = "magnitude"
+    name: str | None = None
+    scope: str = "layer"
+    include_lm_head: bool = False
+    pattern: str | None = None
+    calibration: CalibrationConfig | None = None
+    group_size: int | None = 128
+    symmetric: bool = False
+    levels: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Which items of one benchmark and how they are asked; a declared benchmark also says where
+    its items are and how its rows read (kind, source, question, options, answer, ...)."""
 
     enabled: bool = True
-    source: str = "embedded"
+    source: str | None = None  # None: "embedded" for pubmedqa and mmlu (as before), else "hub"
     split: str | None = None
     max_items: int | None = None
-    max_new_tokens: int = 10
+    max_new_tokens: int | None = None
     template: str = "reference"
-
-
-@dataclass(frozen=True)
-class MMLUConfig:
-    """Which MMLU subjects and how they are asked."""
-
-    enabled: bool = True
-    source: str = "embedded"
-    split: str = "test"
-    subjects: list[str] = field(default_factory=lambda: ["medical", "logic"])
-    max_items_per_subject: int | None = None
     shots: int = 0
-    max_new_tokens: int = 5
-    template: str = "reference"
+    subjects: list[str] | None = None
+    max_items_per_subject: int | None = None
+    kind: str | None = None
+    config: str | None = None
+    question: str | None = None
+    options: str | list[str] | None = None
+    answer: str | None = None
+    answer_index_base: int | None = None
+    group: str | None = None
+    context: str | None = None
+    id: str | None = None
+
+    @property
+    def declared(self) -> bool:
+        return self.kind is not None
+
+    def declaration(self) -> dict:
+        """The keys `benchmarks.declare` reads."""
+        return {k: getattr(self, k) for k in (*SOURCE_KEYS, *FIELD_KEYS) if getattr(self, k) is not None}
+
+    def loader_options(self) -> dict:
+        """The keyword options of the benchmark's loader."""
+        keys = ("subjects", "max_items_per_subject", "max_items")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
-@dataclass(frozen=True)
-class BenchmarksConfig:
-    pubmedqa: PubMedQAConfig = field(default_factory=PubMedQAConfig)
-    mmlu: MMLUConfig = field(default_factory=MMLUConfig)
+DEFAULT_BENCHMARKS = {"pubmedqa": {"source": "embedded"}, "mmlu": {"source": "embedded"}}
 
 
 @dataclass(frozen=True)
@@ -168,7 +233,7 @@ class EvaluationConfig:
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    """Knobs of the analysis notebooks (02-04)."""
+    """Knobs of the analysis notebooks (02-05)."""
 
     bootstrap: int = 1000
     confidence: float = 0.95
@@ -181,7 +246,7 @@ class AnalysisConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """A validated experiment. `levels` is the resolved sparsity grid; paths are absolute."""
+    """A validated experiment. `levels` is the resolved sparsity grid."""
 
     run: str = "default"
     outputs: str = "outputs"
@@ -191,7 +256,8 @@ class RunConfig:
     models: list[ModelConfig] = field(default_factory=list)
     sparsity: SparsityConfig = field(default_factory=lambda: SparsityConfig(0.0, 0.95, 0.05))
     prune: PruneConfig = field(default_factory=PruneConfig)
-    benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)
+    compression: list[SettingConfig] = field(default_factory=list)
+    benchmarks: dict[str, BenchmarkConfig] = field(default_factory=dict)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
@@ -215,24 +281,92 @@ class RunConfig:
         return [m.name for m in self.models]
 
     @property
-    def report_groups(self) -> list[str]:
-        """MMLU names to report as groups: the subjects/groups asked for plus analysis.groups."""
-        return list(dict.fromkeys([*self.benchmarks.mmlu.subjects, *self.analysis.groups]))
+    def settings(self) -> list[Setting]:
+        """The compression settings, in the order given (one magnitude setting from `prune`
+        when `compression` is empty)."""
+        listed = self.compression or [SettingConfig("magnitude", scope=self.prune.scope,
+                                                    include_lm_head=self.prune.include_lm_head)]  # fmt: skip
+        return [_setting(s, self.levels) for s in listed]
 
     @property
     def enabled_benchmarks(self) -> list[str]:
-        """Benchmark names switched on, in a fixed order."""
-        return [name for name in ("pubmedqa", "mmlu") if getattr(self.benchmarks, name).enabled]
+        """Benchmark names switched on, in the order given."""
+        return [name for name, bench in self.benchmarks.items() if bench.enabled]
+
+    @property
+    def report_groups(self) -> list[str]:
+        """Subject groups to report: the groups asked for in `subjects`, plus analysis.groups."""
+        asked = [s for bench in self.benchmarks.values() for s in (bench.subjects or []) if s in SUBJECT_GROUPS]
+        return list(dict.fromkeys([*asked, *self.analysis.groups]))
 
     def to_dict(self) -> dict:
         """Plain data (YAML/JSON-able) that `from_dict` turns back into the same config; the
-        sparsity grid is written out as explicit levels."""
+        sparsity grid is written out as explicit levels, unset keys are left out."""
         data = dataclasses.asdict(self)
         data["sparsity"] = {"levels": self.levels}
+        data["benchmarks"] = {name: _without_none(b) for name, b in data["benchmarks"].items()}
+        data["compression"] = [_without_none(s) for s in data["compression"]]
         return data
 
 
+def _without_none(data: dict) -> dict:
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def _setting(s: SettingConfig, grid: list[float]) -> Setting:
+    calibration = Calibration(**dataclasses.asdict(s.calibration)) if s.calibration is not None else None
+    setting = Setting(name="", method=s.method, levels=(), scope=s.scope, include_lm_head=s.include_lm_head,
+                      pattern=s.pattern, calibration=calibration, group_size=s.group_size, symmetric=s.symmetric)
+    levels = s.levels if s.levels is not None else _default_levels(setting, grid)
+    return dataclasses.replace(setting, name=s.name or setting.description,
+                               levels=check_levels(levels, setting.unit, "compression"))  # fmt: skip
+
+
+def _default_levels(setting: Setting, grid: list[float]) -> list[float]:
+    from lobolib.compress.methods import QUANT_BITS
+
+    if setting.unit == "bits":
+        return [16, *QUANT_BITS]
+    if setting.pattern:
+        n, m = (int(x) for x in setting.pattern.split(":"))
+        return [0.0, n / m]
+    return grid
+
+
 # ----------------------------------------------------------------------------- loading
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 as safe_load reads it, but a duplicate key is an error and `1e-3` is a number."""
+
+
+def _mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            line = key_node.start_mark.line + 1
+            raise LoboError(f"duplicate key {key!r} at line {line} (first at line {seen[key]}): keep one")
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+_FLOAT = re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def parse_yaml(text: str, where: str):
+    """Parse YAML text with `_Loader`; one LoboError naming the line on a syntax error."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise LoboError(f"{where}: cannot parse YAML{at}: {problem}") from None
+    except RecursionError:
+        raise LoboError(f"{where}: the YAML refers to itself (an alias inside its own anchor); write the values out") from None
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> RunConfig:
@@ -241,12 +375,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     if not path.is_file():
         raise LoboError(f"parameters file not found: {path} (give a path such as parameters/default.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise LoboError(f"{path}: cannot parse YAML{where}: {problem}") from None
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise LoboError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    raw = parse_yaml(text, str(path))
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -258,18 +390,18 @@ def apply_overrides(raw: Mapping, overrides: Sequence[str]) -> dict:
     """Apply `key=value` overrides to a copy of `raw`.
 
     Keys are dotted paths (`benchmarks.mmlu.shots`); a number addresses a list element
-    (`models.0.dtype`). Values are parsed as YAML, so `0.1`, `true`, `null`, `[0, 0.5]` and
-    `{a: 1}` become numbers, booleans, None, lists and mappings.
+    (`models.0.dtype`). Values are parsed as YAML, so `0.1`, `1e-3`, `true`, `null`, `[0, 0.5]`
+    and `{a: 1}` become numbers, booleans, None, lists and mappings.
     """
-    data = _deep_copy(raw)
+    data = _plain(raw, "the parameters")
     for override in overrides:
         key, sep, text = override.partition("=")
         key = key.strip()
         if not sep or not key:
             raise LoboError(f"--set {override!r}: expected key=value, e.g. --set sparsity.step=0.1")
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
+            value = _plain(parse_yaml(text, f"--set {override!r}"), f"--set {override!r}")
+        except LoboError:
             raise LoboError(f"--set {override!r}: the value is not valid YAML; quote it") from None
         _set_path(data, key.split("."), value, override)
         _one_grid_form(data, key)
@@ -288,11 +420,15 @@ def _one_grid_form(data: dict, key: str) -> None:
         grid.pop("levels", None)
 
 
-def _deep_copy(value):
-    if isinstance(value, Mapping):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
+def _plain(value, where: str, _seen: frozenset = frozenset()):
+    """A deep copy of parsed YAML; LoboError for a structure that contains itself."""
+    if isinstance(value, (Mapping, list)):
+        if id(value) in _seen:
+            raise LoboError(f"{where}: the YAML refers to itself (an alias inside its own anchor); write the values out")
+        inner = _seen | {id(value)}
+        if isinstance(value, Mapping):
+            return {k: _plain(v, where, inner) for k, v in value.items()}
+        return [_plain(v, where, inner) for v in value]
     return value
 
 
@@ -304,11 +440,10 @@ def _set_path(data: Any, parts: list[str], value: Any, override: str) -> None:
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
                 raise LoboError(f"--set {override!r}: {where} is not an element of a list of {len(node)}")
-            index = int(part)
             if last:
-                node[index] = value
+                node[int(part)] = value
             else:
-                node = node[index]
+                node = node[int(part)]
         elif isinstance(node, dict):
             if last:
                 node[part] = value
@@ -325,28 +460,49 @@ def _set_path(data: Any, parts: list[str], value: Any, override: str) -> None:
 
 def from_dict(raw: Mapping) -> RunConfig:
     """Validate plain data (parsed YAML) into a RunConfig, or raise one LoboError."""
-    _refuse_tokens(raw, "")
+    raw = _plain(raw, "the parameters")
+    _refuse_tokens_and_nan(raw, "")
+    raw = dict(raw)
+    raw["benchmarks"] = _benchmarks_raw(raw.get("benchmarks", DEFAULT_BENCHMARKS))
     config = _build(RunConfig, raw, "")
     if config.mode not in MODES:
         raise LoboError(f"mode: {config.mode!r} is not one of {', '.join(MODES)}")
     if not _NAME.match(config.run):
         raise LoboError(f"run: {config.run!r} must be a folder name (letters, digits, '.', '_', '-')")
-    sparsity_levels(config.sparsity)  # raises on a bad grid
+    levels = sparsity_levels(config.sparsity)
     _check_models(config)
+    _check_settings(config)
     _check_benchmarks(config)
     _check_analysis(config.analysis)
+    if config.evaluation.batch_size is not None and config.evaluation.batch_size < 1:
+        raise LoboError(f"evaluation.batch_size: {config.evaluation.batch_size} must be at least 1 (or null: automatic)")
     return dataclasses.replace(
         config,
-        outputs=str(Path(config.outputs).expanduser().resolve()),
-        logs_dir=_existing_path(config.logs_dir, "logs_dir") if config.logs_dir is not None else None,
-        sparsity=SparsityConfig(levels=sparsity_levels(config.sparsity)),
-        models=[_resolved_model(m, i) for i, m in enumerate(config.models)],
-        benchmarks=_resolved_benchmarks(config.benchmarks),
+        benchmarks={name: _default_source(name, bench) for name, bench in config.benchmarks.items()},
+        outputs=os.path.abspath(os.path.expanduser(config.outputs)),
+        logs_dir=os.path.abspath(os.path.expanduser(config.logs_dir)) if config.logs_dir is not None else None,
+        sparsity=SparsityConfig(levels=levels),
     )
+
+
+def _default_source(name: str, bench: BenchmarkConfig) -> BenchmarkConfig:
+    if bench.source is not None:
+        return bench
+    return dataclasses.replace(bench, source="embedded" if name in EMBEDDED_BENCHMARKS else "hub")
+
+
+def _benchmarks_raw(value) -> Any:
+    if isinstance(value, Mapping):
+        for name in value:
+            if not isinstance(name, str) or not _BENCHMARK.match(name):
+                raise LoboError(f"benchmarks: {name!r} is not a benchmark name (lower-case letters, digits, '_')")
+    return value
 
 
 def sparsity_levels(grid: SparsityConfig) -> list[float]:
     """The levels of a grid; start/stop/step includes stop (0, 0.95, 0.05 gives 20 levels)."""
+    from lobolib.experiment.setting import check_sparsity
+
     ranged = [grid.start, grid.stop, grid.step]
     if grid.levels is not None:
         if any(v is not None for v in ranged):
@@ -356,17 +512,22 @@ def sparsity_levels(grid: SparsityConfig) -> list[float]:
         if any(v is None for v in ranged):
             raise LoboError("sparsity: give start, stop and step (or levels: [...])")
         start, stop, step = (float(v) for v in ranged)
-        if step <= 0:
+        if not step > 0:
             raise LoboError(f"sparsity.step: {step} must be positive")
         if stop < start:
             raise LoboError(f"sparsity: stop {stop} is below start {start}")
         count = int(math.floor((stop - start) / step + 1e-9)) + 1
+        if count > MAX_LEVELS:
+            raise LoboError(f"sparsity: step {step} gives {count:,} levels, more than {MAX_LEVELS:,}; use a larger step")
+        check_sparsity(start, "sparsity.start")
+        check_sparsity(stop, "sparsity.stop")
         levels = [round(start + i * step, 10) for i in range(count)]
     if not levels:
         raise LoboError("sparsity: the grid has no levels")
+    if len(levels) > MAX_LEVELS:
+        raise LoboError(f"sparsity: {len(levels):,} levels, more than {MAX_LEVELS:,}")
     for level in levels:
-        if not 0.0 <= level < 1.0:
-            raise LoboError(f"sparsity: level {level} is outside [0, 1) (1.0 would remove every weight)")
+        check_sparsity(level, "sparsity")
     for low, high in zip(levels, levels[1:]):
         if not high > low:
             raise LoboError(f"sparsity: levels must be strictly ascending, but {high} follows {low}")
@@ -388,8 +549,8 @@ def _build(cls, raw: Any, where: str):
     for key, value in raw.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
-            hint = f" — did you mean {close[0]!r}?" if close else f" (known keys: {', '.join(fields)})"
+            close = closest(str(key), list(fields))
+            hint = f" — did you mean {close!r}?" if close else f" (known keys: {', '.join(fields)})"
             raise LoboError(f"unknown key {path!r}{hint}")
         values[key] = _convert(hints[key], value, path)
     for name, f in fields.items():
@@ -405,7 +566,7 @@ def _hints(cls) -> dict:
 
 
 def _convert(hint, value, path: str):
-    """Check `value` against a type hint (dataclass, list[X], X | None, dict, scalars)."""
+    """Check `value` against a type hint (dataclass, list[X], dict[str, X], X | None, scalars)."""
     import types
     import typing
 
@@ -433,6 +594,11 @@ def _convert(hint, value, path: str):
         if not isinstance(value, list):
             raise LoboError(f"{path}: expected a list of {_type_name(inner)}, got {_describe(value)}")
         return [_convert(inner, v, f"{path}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        _, inner = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise LoboError(f"{path}: expected a mapping, got {_describe(value)}")
+        return {k: _convert(inner, v, f"{path}.{k}") for k, v in value.items()}
     if hint is dict:
         if not isinstance(value, dict):
             raise LoboError(f"{path}: expected a mapping, got {_describe(value)}")
@@ -474,14 +640,17 @@ def _describe(value) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def _refuse_tokens(value, where: str) -> None:
-    """A Hugging Face token belongs in the environment (HF_TOKEN), never in a parameters file."""
+def _refuse_tokens_and_nan(value, where: str) -> None:
+    """A Hugging Face token belongs in the environment (HF_TOKEN), never in a parameters file;
+    NaN and infinity are never a parameter."""
     if isinstance(value, Mapping):
         for key, inner in value.items():
-            _refuse_tokens(inner, f"{where}.{key}" if where else str(key))
+            _refuse_tokens_and_nan(inner, f"{where}.{key}" if where else str(key))
     elif isinstance(value, list):
         for i, inner in enumerate(value):
-            _refuse_tokens(inner, f"{where}.{i}")
+            _refuse_tokens_and_nan(inner, f"{where}.{i}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise LoboError(f"{where}: {value} is not a usable number; give a finite value")
     elif isinstance(value, str) and _TOKEN.match(value.strip()):
         raise LoboError(
             f"{where}: looks like a Hugging Face token; remove it and set HF_TOKEN in the environment instead"
@@ -496,7 +665,7 @@ def _check_models(config: RunConfig) -> None:
             )
         return
     if not config.models:
-        raise LoboError("models: list at least one model to prune (name and model)")
+        raise LoboError("models: list at least one model to compress (name and model)")
     seen = set()
     for i, m in enumerate(config.models):
         where = f"models.{i}"
@@ -512,50 +681,108 @@ def _check_models(config: RunConfig) -> None:
                 f"{where}.model: {m.model!r} — the embedded models are "
                 + ", ".join(f"embedded:{n}" for n in EMBEDDED_MODELS)
             )
-    if config.prune.scope not in SCOPES:
-        raise LoboError(f"prune.scope: {config.prune.scope!r} is not one of {', '.join(SCOPES)}")
+
+
+def _check_settings(config: RunConfig) -> None:
+    names = set()
+    listed = config.compression or [SettingConfig("magnitude", scope=config.prune.scope)]
+    for i, s in enumerate(listed):
+        where = f"compression.{i}" if config.compression else "prune"
+        check_method(s.method, s.pattern, s.scope, where)
+        if s.calibration is not None:
+            c = s.calibration
+            if c.n_samples < 1 or c.seq_len < 2:
+                raise LoboError(f"{where}.calibration: n_samples must be at least 1 and seq_len at least 2")
+        if s.group_size is not None and s.group_size < 1:
+            raise LoboError(f"{where}.group_size: {s.group_size} must be at least 1 (or null: per output channel)")
+        setting = _checked_setting(s, config, where)
+        if setting.name in names:
+            raise LoboError(f"{where}.name: {setting.name!r} names two settings; give each its own name")
+        names.add(setting.name)
+
+
+def _checked_setting(s: SettingConfig, config: RunConfig, where: str) -> Setting:
+    from lobolib.compress.methods import METHODS
+
+    try:
+        setting = _setting(s, sparsity_levels(config.sparsity))
+    except LoboError as err:
+        raise LoboError(f"{where}.levels: {str(err).removeprefix('compression: ')}") from None
+    info = METHODS[s.method]
+    if info.calibrated and s.calibration is None:
+        raise LoboError(f"{where}.calibration: {s.method} needs calibration data, e.g. calibration: {{source: wikitext2}}")
+    if setting.pattern:
+        n, m = (int(x) for x in setting.pattern.split(":"))
+        wrong = [level for level in setting.levels if level not in (0.0, n / m)]
+        if wrong:
+            raise LoboError(f"{where}.levels: pattern {setting.pattern} zeroes exactly {n / m:g} of the weights; "
+                            f"level {wrong[0]} cannot be reached (use levels [0, {n / m:g}])")  # fmt: skip
+    return setting
 
 
 def _check_benchmarks(config: RunConfig) -> None:
-    b = config.benchmarks
-    if config.mode == "evaluate" and not (b.pubmedqa.enabled or b.mmlu.enabled):
-        raise LoboError("benchmarks: both pubmedqa and mmlu are disabled; enable at least one")
-    for name in ("pubmedqa", "mmlu"):
-        bench = getattr(b, name)
+    if config.mode == "evaluate" and not config.enabled_benchmarks:
+        raise LoboError("benchmarks: none is enabled; enable at least one")
+    for name, bench in config.benchmarks.items():
         where = f"benchmarks.{name}"
-        if bench.template not in TEMPLATES:
-            raise LoboError(f"{where}.template: {bench.template!r} is not one of {', '.join(TEMPLATES)}")
-        if bench.max_new_tokens < 1:
-            raise LoboError(f"{where}.max_new_tokens: must be at least 1")
-    if b.pubmedqa.split not in (None, "test"):
-        raise LoboError(f"benchmarks.pubmedqa.split: {b.pubmedqa.split!r} — use null (all 1,000 items) or test")
-    if b.pubmedqa.max_items is not None and b.pubmedqa.max_items < 1:
-        raise LoboError("benchmarks.pubmedqa.max_items: must be at least 1 (or null for all)")
-    if b.mmlu.split not in ("test", "val", "dev"):
-        raise LoboError(f"benchmarks.mmlu.split: {b.mmlu.split!r} is not one of test, val, dev")
-    if b.mmlu.max_items_per_subject is not None and b.mmlu.max_items_per_subject < 1:
-        raise LoboError("benchmarks.mmlu.max_items_per_subject: must be at least 1 (or null for all)")
-    if b.mmlu.shots < 0:
-        raise LoboError("benchmarks.mmlu.shots: must be 0 or more")
-    if b.mmlu.enabled:
-        if not b.mmlu.subjects:
-            raise LoboError("benchmarks.mmlu.subjects: list at least one subject or group")
-        _check_subjects(b.mmlu.subjects)
+        bench = _default_source(name, bench)
+        builtin = BUILT_IN.get(name)
+        if builtin is None and not bench.declared:
+            known = ", ".join(BUILT_IN)
+            raise LoboError(f"{where}: not a built-in benchmark ({known}); to declare one, give its kind "
+                            "(multiple_choice or yes_no_maybe), source, question, options and answer")  # fmt: skip
+        if builtin is not None:
+            _check_builtin(name, bench, builtin, where)
+        elif bench.kind not in KINDS:
+            raise LoboError(f"{where}.kind: {bench.kind!r} is not one of {', '.join(KINDS)}")
+        elif config.benchmarks[name].source in (None, "hub", "embedded"):
+            raise LoboError(f"{where}.source: give the declared benchmark's file or hub dataset id")
+        templates = builtin.templates if builtin is not None else MULTIPLE_CHOICE_TEMPLATES
+        if bench.template not in templates:
+            raise LoboError(f"{where}.template: {bench.template!r} is not one of {', '.join(templates)}")
+        if bench.max_new_tokens is not None and not 1 <= bench.max_new_tokens <= MAX_NEW_TOKENS:
+            raise LoboError(f"{where}.max_new_tokens: {bench.max_new_tokens} must be between 1 and {MAX_NEW_TOKENS}")
+        if not 0 <= bench.shots <= MAX_SHOTS:
+            raise LoboError(f"{where}.shots: {bench.shots} must be between 0 and {MAX_SHOTS}")
+        for key in ("max_items", "max_items_per_subject"):
+            value = getattr(bench, key)
+            if value is not None and value < 1:
+                raise LoboError(f"{where}.{key}: must be at least 1 (or null for all)")
 
 
-def _check_subjects(subjects: list[str]) -> None:
-    """Unknown subject names are caught by benchmarks.expand_subjects."""
-    from lobolib.benchmarks import expand_subjects
+def _check_builtin(name: str, bench: BenchmarkConfig, builtin, where: str) -> None:
+    declared_keys = [k for k in (*SOURCE_KEYS, *FIELD_KEYS) if k != "source" and getattr(bench, k) is not None]
+    if declared_keys and not (declared_keys == ["split"]):
+        key = next(k for k in declared_keys if k != "split")
+        raise LoboError(f"{where}.{key}: the built-in {name} takes no {key}; to declare another benchmark, "
+                        "give it a name of its own")  # fmt: skip
+    for key in ("subjects", "max_items_per_subject"):
+        if getattr(bench, key) is not None and key not in builtin.options:
+            raise LoboError(f"{where}.{key}: {name} has no subjects to choose (only {', '.join(builtin.options) or 'none'})")
+    if bench.split not in builtin.splits and bench.split is not None:
+        raise LoboError(f"{where}.split: {bench.split!r} is not one of {', '.join(str(s) for s in builtin.splits if s)}")
+    if bench.source == "embedded" and name not in EMBEDDED_BENCHMARKS:
+        raise LoboError(f"{where}.source: the embedded mini benchmark has only {', '.join(EMBEDDED_BENCHMARKS)}")
+    if bench.shots and builtin.shot_split is None:
+        raise LoboError(f"{where}.shots: {name} has no solved examples to show; use shots: 0")
+    if bench.subjects is not None:
+        if not bench.subjects:
+            raise LoboError(f"{where}.subjects: list at least one subject or group")
+        try:
+            expand_subjects(bench.subjects, extra_subjects=_embedded_subjects(bench))
+        except LoboError as exc:
+            raise LoboError(f"{where}.subjects: {exc}") from None
 
-    try:
-        expand_subjects(subjects)
-    except LoboError as exc:
-        raise LoboError(f"benchmarks.mmlu.subjects: {exc}") from None
+
+def _embedded_subjects(bench: BenchmarkConfig) -> tuple[str, ...]:
+    from lobolib.experiment.embedded import MMLU_SUBJECTS
+
+    return tuple(MMLU_SUBJECTS) if bench.source == "embedded" else ()
 
 
 def _check_analysis(analysis: AnalysisConfig) -> None:
-    if analysis.bootstrap < 0:
-        raise LoboError("analysis.bootstrap: must be 0 (no intervals) or more")
+    if not 0 <= analysis.bootstrap <= MAX_BOOTSTRAP:
+        raise LoboError(f"analysis.bootstrap: {analysis.bootstrap} must be between 0 (no intervals) and {MAX_BOOTSTRAP:,}")
     if not 0.0 < analysis.confidence < 1.0:
         raise LoboError(f"analysis.confidence: {analysis.confidence} must be between 0 and 1, e.g. 0.95")
     if not 0.0 < analysis.cliff_fraction < 1.0:
@@ -563,122 +790,8 @@ def _check_analysis(analysis: AnalysisConfig) -> None:
     for level in [*analysis.example_levels, analysis.compare_level]:
         if not 0.0 <= level < 1.0:
             raise LoboError(f"analysis: level {level} is outside [0, 1)")
-    if analysis.examples_per_level < 0:
-        raise LoboError("analysis.examples_per_level: must be 0 or more")
-    from lobolib.benchmarks import SUBJECT_GROUPS
-
+    if not 0 <= analysis.examples_per_level <= 100:
+        raise LoboError("analysis.examples_per_level: must be between 0 and 100")
     unknown = [g for g in analysis.groups if g not in SUBJECT_GROUPS]
     if unknown:
         raise LoboError(f"analysis.groups: {unknown[0]!r} is not a subject group; use {', '.join(SUBJECT_GROUPS)}")
-
-
-def _is_path_like(text: str) -> bool:
-    return text.startswith(("/", "./", "../", "~", ".\\")) or text in (".", "..") or Path(text).exists()
-
-
-def _existing_path(text: str, where: str) -> str:
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise LoboError(f"{where}: path not found: {text}")
-    return str(path.resolve())
-
-
-def _resolved_model(m: ModelConfig, index: int) -> ModelConfig:
-    """Local model folders must exist (absolute path kept); anything else must look like a hub id."""
-    if m.embedded is not None:
-        return m
-    if _is_path_like(m.model):
-        return dataclasses.replace(m, model=_existing_path(m.model, f"models.{index}.model"))
-    if not _HUB_ID.match(m.model):
-        raise LoboError(
-            f"models.{index}.model: {m.model!r} is neither an existing folder nor a hub id like org/name"
-        )
-    return m
-
-
-def _resolved_benchmarks(b: BenchmarksConfig) -> BenchmarksConfig:
-    def source(bench, name):
-        if not bench.enabled or bench.source in ("embedded", "hub"):
-            return bench
-        return dataclasses.replace(bench, source=_existing_path(bench.source, f"benchmarks.{name}.source"))
-
-    return BenchmarksConfig(pubmedqa=source(b.pubmedqa, "pubmedqa"), mmlu=source(b.mmlu, "mmlu"))
-
-
-# ----------------------------------------------------------------------------- resolving
-
-
-def embedded_paths(config: RunConfig) -> dict:
-    """The embedded models and benchmark files (built on first use in `config.cache_dir`)."""
-    from lobolib.experiment.embedded import ensure_embedded
-
-    return ensure_embedded(config.cache_dir)
-
-
-def model_spec(config: RunConfig, name: str) -> dict:
-    """The models.load_model spec of model `name`, with embedded:* resolved to its folder."""
-    by_name = {m.name: m for m in config.models}
-    if name not in by_name:
-        raise LoboError(f"no model named {name!r}; the parameters list {', '.join(by_name) or 'none'}")
-    spec = dataclasses.asdict(by_name[name])
-    spec.pop("name")
-    if by_name[name].embedded is not None:
-        spec["model"] = str(embedded_paths(config)[by_name[name].embedded])
-    return spec
-
-
-def benchmark_source(config: RunConfig, benchmark: str) -> str | None:
-    """The `source` argument for benchmarks.load_<benchmark>: a path, or None for the hub."""
-    source = getattr(config.benchmarks, benchmark).source
-    if source == "embedded":
-        return str(embedded_paths(config)[benchmark])
-    return None if source == "hub" else source
-
-
-def load_items(config: RunConfig) -> dict:
-    """{benchmark: [Item, ...]} for every enabled benchmark, capped as the parameters say."""
-    from lobolib import benchmarks
-
-    items = {}
-    if config.benchmarks.pubmedqa.enabled:
-        pq = config.benchmarks.pubmedqa
-        loaded = benchmarks.load_pubmedqa(benchmark_source(config, "pubmedqa"), split=pq.split)
-        items["pubmedqa"] = list(loaded)[: pq.max_items] if pq.max_items else list(loaded)
-    if config.benchmarks.mmlu.enabled:
-        mm = config.benchmarks.mmlu
-        items["mmlu"] = list(
-            benchmarks.load_mmlu(
-                benchmark_source(config, "mmlu"),
-                subjects=tuple(mm.subjects),
-                split=mm.split,
-                max_items_per_subject=mm.max_items_per_subject,
-            )
-        )
-    return items
-
-
-def eval_options(config: RunConfig, items: Mapping | None = None) -> dict:
-    """sweep.run_sweep's `eval_options` for the enabled benchmarks: template and max_new_tokens per
-    benchmark, batch_size, and (MMLU shots > 0) the few-shot examples per subject of `items["mmlu"]`."""
-    enabled = {name: getattr(config.benchmarks, name) for name in config.enabled_benchmarks}
-    options: dict = {
-        "template": {name: bench.template for name, bench in enabled.items()},
-        "max_new_tokens": {name: bench.max_new_tokens for name, bench in enabled.items()},
-        "batch_size": config.evaluation.batch_size,
-    }
-    mmlu = config.benchmarks.mmlu
-    if mmlu.enabled and mmlu.shots > 0:
-        from lobolib.benchmarks import load_mmlu_shots
-
-        subjects = dict.fromkeys(item.subject for item in (items or {}).get("mmlu", []))
-        source = benchmark_source(config, "mmlu")
-        options["shots"] = {subject: load_mmlu_shots(source, subject, mmlu.shots) for subject in subjects}
-    return options
-
-
-def for_notebook(config: Mapping | None, parameters_file: str | None, overrides: Sequence[str] = ()) -> RunConfig:
-    """The RunConfig of a notebook: the resolved dict the runner injected, or, when the notebook
-    is opened by hand, the parameters file with its overrides."""
-    if config:
-        return from_dict(config)
-    return load_config(parameters_file, overrides)

@@ -29,10 +29,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lobolib.benchmarks import Item, build_prompt
+from lobolib.benchmarks import build_prompt
 from lobolib.errors import LoboError
+from lobolib.records import Item
 
 VERSION = "embedded-v2"
+EMBEDDED_MODELS = ("base", "specialist")
+EMBEDDED_BENCHMARKS = ("pubmedqa", "mmlu")
 MMLU_SUBJECTS = {
     "anatomy": "medical",
     "clinical_knowledge": "medical",

@@ -23,8 +23,10 @@ from typing import Sequence
 
 import yaml
 
-from lobolib.experiment.config import RunConfig, from_dict
 from lobolib.errors import LoboError
+from lobolib.experiment.config import RunConfig, from_dict
+from lobolib.experiment.files import atomic_write_text
+from lobolib.experiment.manifest import record_manifest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -98,17 +100,17 @@ def run(
 def sweep(config: RunConfig, *, progress: bool = True):
     """Evaluate every missing cell of the parameters' sweep, without the notebooks: the entry point
     for data-parallel evaluation (`accelerate launch --num_processes N -m lobolib sweep X.yaml`,
-    see lobolib.distributed). A later `python -m lobolib run X.yaml` finds the records on disk and
-    only analyses them."""
+    see lobolib.experiment.distributed). A later `python -m lobolib run X.yaml` finds the records
+    on disk and only analyses them."""
     from lobolib.experiment.distributed import current_shard
-    from lobolib.experiment.store import RecordStore
+    from lobolib.experiment.notebook import Experiment
 
     if config.mode != "evaluate":
         raise LoboError(f"`sweep` evaluates models; {config.mode!r} mode has none: use `python -m lobolib run`")
     if current_shard().is_main:
         write_parameters(config, config.output_dir)
         record_manifest(config.output_dir, {"parameters": config.to_dict()})
-    return sweep_models(config, RecordStore(config.output_dir), analysis_items(config), progress=progress)
+    return Experiment(config).sweep(progress=progress)
 
 
 def execute(notebook: Path, run_dir: Path, parameters: dict, *, progress: bool = True) -> Path:
@@ -176,8 +178,6 @@ class _ProgressOnly:
 
 def write_parameters(config: RunConfig, run_dir: str | os.PathLike) -> Path:
     """Write the resolved parameters as <run_dir>/parameters.yaml (what `rescore <run_dir>` reads)."""
-    from lobolib.experiment.store import atomic_write_text
-
     path = Path(run_dir) / PARAMETERS_FILE
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
     return path
@@ -188,134 +188,9 @@ def config_of_run(run_dir: str | os.PathLike) -> RunConfig:
     path = Path(run_dir) / PARAMETERS_FILE
     if not path.is_file():
         raise LoboError(f"{run_dir} holds no {PARAMETERS_FILE}; is it a run folder under outputs/?")
-    return from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    from lobolib.experiment.config import parse_yaml
 
-
-def record_manifest(run_dir: str | os.PathLike, info: dict) -> Path:
-    """Merge `info` into <run_dir>/manifest.json (store.write_manifest: secrets are dropped), adding
-    the lobolib version, git commit and package versions."""
-    from lobolib.experiment.store import RecordStore, manifest_base
-
-    return RecordStore(run_dir).write_manifest({**manifest_base(), **info})
-
-
-# ----------------------------------------------------------------------------- inside notebooks
-
-
-def notebook_setup(interactive: bool) -> None:
-    """Display settings for a notebook: outside JupyterLab (papermill, `interactive=False`)
-    progress bars are plain text, which the runner streams to the terminal, instead of widgets
-    nobody sees. (Figures go through figures.show, interactive in both places.)"""
-    if not interactive:
-        import tqdm.auto
-        import tqdm.std
-
-        tqdm.auto.tqdm = tqdm.std.tqdm
-
-
-# ----------------------------------------------------------------------------- inside notebooks: the work
-
-
-def sweep_models(config: RunConfig, store, items: dict, levels: Sequence[float] | None = None, *, progress: bool = True):
-    """Run (or resume) the sweep of every model over `levels` (default: the parameters' grid).
-
-    A model is loaded only when one of its (level, benchmark) cells is missing from `store`
-    (sweep.missing_cells), once, and pruned cumulatively upward by sweep.run_sweep. Each loaded
-    model's description (revision, dtype, devices) goes into the manifest. Returns the sweep's
-    summary rows of every model as one DataFrame.
-    """
-    import gc
-
-    import pandas as pd
-    import torch
-
-    from lobolib.experiment import config as config_module
-    from lobolib.experiment.distributed import current_shard
-    from lobolib.models import describe_model, load_model
-    from lobolib.experiment.sweep import missing_cells, run_sweep
-
-    levels = list(config.levels if levels is None else levels)
-    options = config_module.eval_options(config, items)
-    summaries = []
-    for model_config in config.models:
-        missing = missing_cells(store, model_config.name, levels, list(items))
-        if not missing:
-            print(f"{model_config.name}: all {len(levels) * len(items)} cells already on disk")
-            continue
-        print(f"{model_config.name}: {len(missing)} of {len(levels) * len(items)} cells to evaluate")
-        model, tokenizer = load_model(config_module.model_spec(config, model_config.name))
-        if current_shard().is_main:
-            record_manifest(store.root, {"models": {model_config.name: describe_model(model)}})
-        summaries.append(run_sweep(
-            model, tokenizer, model_name=model_config.name, levels=levels, item_sets=items, store=store,
-            scope=config.prune.scope, include_lm_head=config.prune.include_lm_head, eval_options=options,
-            progress=progress,
-        ))  # fmt: skip
-        del model, tokenizer
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()  # the next model needs the memory
-    return pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
-
-
-def import_logs(config: RunConfig, store, *, progress: bool = True):
-    """Import the reference study's logs (reference_logs mode) into `store`; cells already
-    imported are skipped. PubMedQA rows get their PMIDs when benchmarks.pubmedqa.source is a path."""
-    from lobolib.experiment.store import import_reference_logs
-
-    source = config.benchmarks.pubmedqa.source
-    pubmedqa_source = source if source not in ("embedded", "hub") else None
-    summary = import_reference_logs(config.logs_dir, store, pubmedqa_source=pubmedqa_source, progress=progress)
-    record_manifest(store.root, {"reference_logs": {"logs_dir": config.logs_dir, "files": int(len(summary))}})
-    return summary
-
-
-def analysis_items(config: RunConfig) -> dict:
-    """The items behind the records, for prompts and reference scoring: loaded as the parameters
-    say in evaluate mode; in reference_logs mode only from local sources (never the network),
-    else {} (the logs' own parse then stands in for MMLU option texts)."""
-    from lobolib.experiment import config as config_module
-
-    if config.mode == "evaluate":
-        return config_module.load_items(config)
-    local = {name: getattr(config.benchmarks, name).source not in ("embedded", "hub") for name in ("pubmedqa", "mmlu")}
-    if not any(local.values()):
-        return {}
-    import dataclasses
-
-    benchmarks = dataclasses.replace(
-        config.benchmarks,
-        pubmedqa=dataclasses.replace(config.benchmarks.pubmedqa, enabled=local["pubmedqa"]),
-        mmlu=dataclasses.replace(config.benchmarks.mmlu, enabled=local["mmlu"]),
-    )
-    return config_module.load_items(dataclasses.replace(config, benchmarks=benchmarks))
-
-
-def prompt_checks(config: RunConfig, items: dict):
-    """Per model and benchmark: prompt lengths in tokens (min, median, max) and the first token of
-    each option label after "Answer:" (what the first-token scores read); None means the labels
-    cannot be told apart by their first token."""
-    import numpy as np
-    import pandas as pd
-
-    from lobolib import models
-    from lobolib.benchmarks import build_prompt, option_labels
-    from lobolib.experiment.config import model_spec
-    from lobolib.evaluation.evaluate import option_token_ids
-
-    rows = []
-    for model_config in config.models:
-        tokenizer = models.load_tokenizer(model_spec(config, model_config.name))
-        for benchmark, batch in items.items():
-            template = getattr(config.benchmarks, benchmark).template
-            prompts = [build_prompt(item, template) for item in batch]
-            lengths = np.array([len(ids) for ids in tokenizer(prompts)["input_ids"]])
-            ids = option_token_ids(tokenizer, option_labels(benchmark), prompts[0][-32:])
-            first_tokens = {label: tokenizer.convert_ids_to_tokens(i) for label, i in ids.items()} if ids else None
-            rows.append({"model": model_config.name, "benchmark": benchmark, "prompts": len(prompts),
-                         "min_tokens": int(lengths.min()), "median_tokens": float(np.median(lengths)),
-                         "max_tokens": int(lengths.max()), "label_first_tokens": first_tokens})  # fmt: skip
-    return pd.DataFrame(rows)
+    return from_dict(parse_yaml(path.read_text(encoding="utf-8"), str(path)) or {})
 
 
 # ----------------------------------------------------------------------------- report
@@ -355,8 +230,6 @@ def render_report(run_dir: str | os.PathLike, notebooks: Sequence[str | os.PathL
         parameters=html.escape(parameters),
         sections="\n".join(sections),
     )
-    from lobolib.experiment.store import atomic_write_text
-
     report = run_dir / "report.html"
     atomic_write_text(report, page)  # a run killed while rendering keeps the previous report
     return report
@@ -412,10 +285,3 @@ def _title(page: str) -> str | None:
         return None
     text = re.sub(r"<[^>]+>", "", match.group(1))
     return html.unescape(text).replace("¶", "").strip() or None
-
-
-def fingerprint_items(items: dict) -> dict:
-    """{benchmark: fingerprint} of loaded items, for the manifest (benchmarks.items_fingerprint)."""
-    from lobolib.benchmarks import items_fingerprint
-
-    return {name: {"items": len(batch), "fingerprint": items_fingerprint(batch)} for name, batch in items.items()}

@@ -1,12 +1,13 @@
-"""The pruning sweep: one model load, ascending sparsity levels, cumulative in-place pruning, and
-evaluation of only the (model, benchmark, level) cells missing from the record store.
+"""The sweep: one model load, one compression setting's levels, and evaluation of only the
+(model, method, level, benchmark) cells missing from the record store.
 
-Per-matrix (and global) magnitude masks are nested — the weights zeroed at 40% are a subset of
-those zeroed at 45% — so pruning a model in place from one level to the next gives exactly the
-one-shot result at the next level. A sweep therefore loads a model once and walks the levels
-upward; no reload, no copy of the weights. Levels whose cells are all in the store are skipped
-without any pruning work: the model is pruned directly to the next level that has a missing cell
-(one-shot there == cumulative from 0).
+A setting whose levels nest (magnitude: the weights zeroed at 40% are a subset of those zeroed
+at 45%) is applied cumulatively, in place, level after level upward: pruning from one level to
+the next gives exactly the one-shot result at the next level, so a sweep loads a model once and
+never copies its weights. Levels whose cells are all stored are skipped without any work: the
+model is compressed directly to the next level with a missing cell. A setting whose levels do
+not nest (Wanda, SparseGPT, heads, quantization) restores the dense weights in place before each
+level (`lobolib.compress.snapshot`). The level-0 (dense) cells are shared by every setting.
 
 Several GPUs: under `accelerate launch` the processes take one level each, N levels at a time
 (and share the items of levels left over), see `run_sweep`.
@@ -15,96 +16,49 @@ Interrupt safety: each cell's records are written atomically (`RecordStore.write
 cell is evaluated, so killing a sweep at any moment loses at most the cell in progress; a rerun
 evaluates only what is missing.
 
-Achieved sparsity: after pruning to a level, `prune.sparsity_report` is merged into
-``<store.root>/sparsity/<model slug>.json`` (written atomically) under the level's key ("0.4500"):
-``{"model", "levels": {key: {"requested", "scope", "include_lm_head", "pruned", "overall",
-"per_matrix"}}}``. The summary DataFrame also carries it per row.
+What the compression did at each level (achieved sparsity per matrix and overall, the method's
+own report, the calibration data's fingerprint) is merged into the store's report of the
+(model, method) pair.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 
-from lobolib.compress import prune
-from lobolib.benchmarks import Item
-from lobolib.experiment.distributed import Shard, barrier, current_shard, gather_in_order, gather_object, shard_items
 from lobolib.errors import LoboError
-from lobolib.evaluation.evaluate import evaluate
-from lobolib.experiment.store import RecordStore, atomic_write_text, model_slug, sparsity_key
+from lobolib.experiment.distributed import Shard, barrier, current_shard, gather_in_order, gather_object, shard_items
+from lobolib.experiment.setting import Setting
+from lobolib.experiment.store import RecordStore, level_key
+from lobolib.records import Item
 
 PRUNED_TOLERANCE = 0.005  # zeros a dense model may hold beyond the level before it counts as pruned
-EVAL_OPTION_KEYS = ("max_new_tokens", "batch_size", "template", "shots")
+EVAL_OPTION_KEYS = ("max_new_tokens", "batch_size", "template", "shots", "benchmarks")
 SUMMARY_COLUMNS = (
-    "model", "sparsity", "benchmark", "status", "n_items", "accuracy", "invalid_rate",
+    "model", "setting", "method", "level", "benchmark", "status", "n_items", "accuracy", "invalid_rate",
     "loglik_accuracy", "achieved_sparsity", "seconds",
-)
+)  # fmt: skip
 
 
-def validate_levels(levels: Sequence[float]) -> list[float]:
-    """The levels as cell keys (rounded to 4 decimals), checked: non-empty, each in [0, 1),
-    strictly ascending. LoboError otherwise."""
-    try:
-        values = [] if isinstance(levels, (str, bytes)) else list(levels)
-    except TypeError:
-        values = []
-    if not values:
-        raise LoboError(f"levels must be a non-empty list of sparsities in [0, 1), got {levels!r}")
-    keys = [sparsity_key(level) for level in values]
-    for low, high in zip(keys, keys[1:]):
-        if not low < high:
-            raise LoboError(
-                f"levels must be strictly ascending (pruning is cumulative), but {low} is followed by {high}; "
-                "sort them and drop duplicates"
-            )
-    return keys
-
-
-def missing_cells(store: RecordStore, model_name: str, levels: Sequence[float], benchmarks: Sequence[str]) -> list[tuple[float, str]]:
-    """The (level, benchmark) cells of `model_name` not yet complete in `store`, ascending by
-    level. Empty means a runner need not even load the model."""
+def missing_cells(store: RecordStore, model_name: str, setting: Setting, benchmarks: Sequence[str]) -> list[tuple[float, str]]:
+    """The (level, benchmark) cells of `model_name` under `setting` not yet complete in `store`,
+    in level order. Empty means a runner need not even load the model."""
     return [
         (level, benchmark)
-        for level in validate_levels(levels)
+        for level in setting.levels
         for benchmark in benchmarks
-        if not store.has(model_name, benchmark, level)
+        if not store.has(model_name, setting.method_at(level), level, benchmark)
     ]
-
-
-def sparsity_path(store: RecordStore, model_name: str) -> Path:
-    """Where the achieved-sparsity reports of a model live: ``<root>/sparsity/<slug>.json``."""
-    return Path(store.root) / "sparsity" / f"{model_slug(model_name)}.json"
-
-
-def read_sparsity(store: RecordStore, model_name: str) -> dict:
-    """The achieved-sparsity reports recorded for a model ({} when none)."""
-    path = sparsity_path(store, model_name)
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        raise LoboError(f"{path} is not valid JSON; delete it (the next sweep rewrites it)") from None
-
-
-def record_sparsity(store: RecordStore, model_name: str, level: float, report: Mapping, *, scope: str, include_lm_head: bool) -> None:
-    """Merge one level's `prune.sparsity_report` into the model's sparsity JSON (atomically)."""
-    data = read_sparsity(store, model_name)
-    data["model"] = model_name
-    entry = {"requested": level, "scope": scope, "include_lm_head": include_lm_head}
-    entry.update({k: report[k] for k in ("pruned", "overall", "per_matrix") if k in report})
-    data.setdefault("levels", {})[f"{level:.4f}"] = entry
-    atomic_write_text(sparsity_path(store, model_name), json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def _check_not_pruned_beyond(model, level: float, include_lm_head: bool) -> None:
     """Refuse a model that already holds more zeros than `level` allows (e.g. one left pruned by
     an earlier sweep in the same notebook): its records at `level` would describe a sparser model."""
+    from lobolib.compress import prune
+
     pruned = prune.sparsity_report(model, include_lm_head=include_lm_head)["pruned"]
     if pruned > level + PRUNED_TOLERANCE:
         raise LoboError(
@@ -132,10 +86,21 @@ def _check_eval_options(eval_options: Mapping | None) -> dict:
     return options
 
 
-def _cell_summary(frame: pd.DataFrame) -> dict:
-    """Accuracy, invalid rate and log-likelihood accuracy of one cell's records."""
-    n = len(frame)
+def _cell_summary(records) -> dict:
+    """Accuracy, invalid rate and log-likelihood accuracy of one cell's Records."""
+    n = len(records)
+    scored = [r for r in records if r.loglik_answer is not None]
+    return {
+        "n_items": n,
+        "accuracy": sum(r.answer is not None and r.answer == r.gold for r in records) / n if n else math.nan,
+        "invalid_rate": sum(r.answer is None for r in records) / n if n else math.nan,
+        "loglik_accuracy": sum(r.loglik_answer == r.gold for r in scored) / len(scored) if scored else math.nan,
+    }
+
+
+def _frame_summary(frame: pd.DataFrame) -> dict:
     scored = frame[frame["loglik_answer"].notna()]
+    n = len(frame)
     return {
         "n_items": n,
         "accuracy": float(frame["correct"].mean()) if n else math.nan,
@@ -144,52 +109,49 @@ def _cell_summary(frame: pd.DataFrame) -> dict:
     }
 
 
-def _records_frame(records) -> pd.DataFrame:
-    rows = [{"gold": r.gold, "answer": r.answer, "loglik_answer": r.loglik_answer} for r in records]
-    frame = pd.DataFrame(rows, columns=["gold", "answer", "loglik_answer"])
-    frame["correct"] = [a is not None and a == g for a, g in zip(frame["answer"], frame["gold"])]
-    frame["valid"] = frame["answer"].notna()
-    return frame
-
-
 class _CellRunner:
-    """Prunes `model` to a level and evaluates that level's missing cells — for `run_sweep`, in
-    one of its two data-parallel modes. `seconds` and `summaries` collect each evaluated cell's
-    wall time and `_cell_summary` (on every process: the records are gathered to all)."""
+    """Compresses `model` to a level and evaluates that level's missing cells — for `run_sweep`,
+    in one of its two data-parallel modes. `seconds` and `summaries` collect each evaluated cell's
+    wall time and summary (on every process: the records are gathered to all)."""
 
-    def __init__(self, model, tokenizer, model_name, item_sets, store, missing, options, scope, include_lm_head,
-                 shard, progress):
+    def __init__(self, model, tokenizer, model_name, setting, item_sets, store, missing, options, shard,
+                 progress, compress):
         self.model, self.tokenizer, self.model_name, self.progress = model, tokenizer, model_name, progress
-        self.item_sets, self.store, self.missing, self.options = item_sets, store, missing, options
-        self.scope, self.include_lm_head, self.shard = scope, include_lm_head, shard
+        self.setting, self.item_sets, self.store, self.missing = setting, item_sets, store, missing
+        self.options, self.shard, self.compress = options, shard, compress
         self.seconds: dict[tuple[float, str], float] = {}
         self.summaries: dict[tuple[float, str], dict] = {}
 
-    def _prune(self, level: float) -> dict:
-        if level > 0:
-            prune.magnitude_prune(self.model, level, scope=self.scope, include_lm_head=self.include_lm_head)
-        return prune.sparsity_report(self.model, include_lm_head=self.include_lm_head)
+    def _compress(self, level: float) -> dict:
+        return self.compress(self.model, self.setting, level)
 
     def _evaluate(self, level: float, items: Sequence[Item]):
-        return evaluate(self.model, self.tokenizer, items, model_name=self.model_name, sparsity=level,
-                        progress=self.progress, **self.options)
+        from lobolib.evaluation.evaluate import evaluate
+
+        return evaluate(self.model, self.tokenizer, items, model_name=self.model_name,
+                        method=self.setting.method_at(level), level=level,
+                        sparsity=self.setting.sparsity_at(level), progress=self.progress, **self.options)  # fmt: skip
 
     def _todo(self, level: float) -> list[str]:
         return [b for b in self.item_sets if (level, b) in self.missing]
 
     def _keep(self, level: float, benchmark: str, records) -> None:
         """Summarise a complete cell; the main process writes it to the store."""
-        self.summaries[(level, benchmark)] = _cell_summary(_records_frame(records))
+        self.summaries[(level, benchmark)] = _cell_summary(records)
         if self.shard.is_main:
-            self.store.write(self.model_name, benchmark, level, records)
+            self.store.write(self.model_name, self.setting.method_at(level), level, benchmark, records)
+
+    def _report(self, level: float, report: Mapping) -> None:
+        if self.shard.is_main:
+            self.store.write_report(self.model_name, self.setting.method_at(level), level, report)
 
     def level_per_process(self, levels: Sequence[float]) -> None:
-        """Process r prunes its own copy to `levels[r]` and evaluates that level's cells on every
-        item; the records and sparsity reports are gathered and the main process writes them all
+        """Process r compresses its own copy to `levels[r]` and evaluates that level's cells on
+        every item; the records and reports are gathered and the main process writes them all
         (so hosts need no shared disk). Each GPU runs full batches, so throughput scales with the
-        GPUs; a process's levels ascend, so in-place pruning stays exact."""
+        GPUs; a process's levels ascend, so in-place nested pruning stays exact."""
         level = levels[self.shard.rank]
-        report = self._prune(level)
+        report = self._compress(level)
         cells, seconds = {}, {}
         for benchmark in self._todo(level):
             started = time.perf_counter()
@@ -198,20 +160,15 @@ class _CellRunner:
         for done_level, done_report, done_cells, done_seconds in gather_object(
                 [(level, report, cells, seconds)], self.shard):
             self.seconds.update(done_seconds)
-            if self.shard.is_main:
-                record_sparsity(self.store, self.model_name, done_level, done_report, scope=self.scope,
-                                include_lm_head=self.include_lm_head)
+            self._report(done_level, done_report)
             for benchmark, records in done_cells.items():
                 self._keep(done_level, benchmark, records)
         barrier(self.shard)
 
     def items_per_process(self, level: float) -> None:
-        """Every process prunes to `level` and evaluates its shard of each missing cell's items; the
-        main process writes the merged cell (and the sparsity report)."""
-        report = self._prune(level)
-        if self.shard.is_main:
-            record_sparsity(self.store, self.model_name, level, report, scope=self.scope,
-                            include_lm_head=self.include_lm_head)
+        """Every process compresses to `level` and evaluates its shard of each missing cell's
+        items; the main process writes the merged cell (and the report)."""
+        self._report(level, self._compress(level))
         for benchmark in self._todo(level):
             started = time.perf_counter()
             items = self.item_sets[benchmark]
@@ -227,62 +184,59 @@ def run_sweep(
     tokenizer,
     *,
     model_name: str,
-    levels: Sequence[float],
+    setting: Setting,
     item_sets: Mapping[str, Sequence[Item]],
     store: RecordStore,
-    scope: str = "layer",
-    include_lm_head: bool = False,
     eval_options: Mapping | None = None,
+    compress: Callable | None = None,
     progress: bool = True,
     shard: Shard | None = None,
 ) -> pd.DataFrame:
-    """Prune `model` in place through ascending `levels` and evaluate every missing cell.
+    """Compress `model` through `setting`'s levels and evaluate every missing cell.
 
-    `model` must be freshly loaded (unpruned, or pruned no further than the first level this call
-    prunes to): pruning only ever adds zeros, so a model already sparser than the first missing
-    level is refused with a LoboError. For each level with a cell missing from `store`, the
-    model is pruned to that level with `prune.magnitude_prune(model, level, scope=...,
-    include_lm_head=...)` (levels with every cell stored are skipped without pruning — one-shot to
-    the next missing level equals cumulative pruning), its achieved sparsity is recorded (see the
-    module docstring), and each missing benchmark of `item_sets` ({benchmark: Items}) is evaluated
-    with `evaluate(..., **eval_options)` (keys: max_new_tokens, batch_size, template, shots) and
-    written to `store` at once. On return the model is pruned to the highest level that had a
-    missing cell (unchanged when nothing was missing).
+    `compress(model, setting, level) -> report` applies the setting at a level
+    (default: `lobolib.experiment.compression.Compressor` without calibration data: the setting's
+    method must need none). For a nested setting `model` must be freshly loaded (or compressed
+    no further than the first level this call reaches): pruning only ever adds zeros, so a model
+    already sparser than the first missing level is refused with a LoboError. Each missing
+    benchmark of `item_sets` ({benchmark: Items}) is evaluated with `evaluate(...,
+    **eval_options)` (keys: max_new_tokens, batch_size, template, shots, benchmarks) and written
+    to `store` at once.
 
     Data parallel (`shard`, default: `distributed.current_shard()`): under a launcher with N
     processes, every process must call run_sweep with the same arguments. The missing levels go
-    out N at a time, one level per process: each prunes its own copy to its level and evaluates
-    every item of that level's cells (full batches on every GPU). Levels left over (fewer than N)
-    are shared item-wise: each process evaluates a size-balanced shard of the items (see
-    lobolib.distributed). Either way the records are gathered and the main process alone writes
-    each cell, once, complete, in item order. A process's model ends pruned to the last
-    level it evaluated.
+    out N at a time, one level per process: each compresses its own copy to its level and
+    evaluates every item of that level's cells (full batches on every GPU). Levels left over
+    (fewer than N) are shared item-wise: each process evaluates a size-balanced shard of the items
+    (see lobolib.experiment.distributed). Either way the records are gathered and the main process
+    alone writes each cell, once, complete, in item order.
 
-    Returns one summary row per (level, benchmark): model, sparsity, benchmark, status ("evaluated"
-    or "stored"), n_items, accuracy (invalid counts as wrong), invalid_rate, loglik_accuracy,
-    achieved_sparsity (`pruned` of the sparsity report: the fraction of zeros in the pruned matrices;
-    from the sparsity JSON for stored levels, NaN where never recorded), seconds (evaluation time, 0
-    for stored cells).
+    Returns one summary row per (level, benchmark): model, setting (its name), method, level,
+    benchmark, status ("evaluated" or "stored"), n_items, accuracy (invalid counts as wrong),
+    invalid_rate, loglik_accuracy, achieved_sparsity (zeros in the compressed matrices, from the
+    store's reports; NaN where never recorded), seconds (evaluation time, 0 for stored cells).
     """
-    keys = validate_levels(levels)
-    if scope not in prune.SCOPES:
-        raise LoboError(f"scope must be one of {list(prune.SCOPES)}, got {scope!r}")
+    if compress is None:
+        from lobolib.experiment.compression import Compressor
+
+        compress = Compressor(tokenizer=tokenizer)
     _check_item_sets(item_sets)
     options = _check_eval_options(eval_options)
     shard = shard or current_shard()
     progress = progress and shard.is_main
     barrier(shard)  # every process sees the same store before deciding what is missing
-    missing = set(missing_cells(store, model_name, keys, list(item_sets)))
-    if missing:
-        _check_not_pruned_beyond(model, min(level for level, _ in missing), include_lm_head)
-    todo_levels = [level for level in keys if any((level, b) in missing for b in item_sets)]
+    missing = set(missing_cells(store, model_name, setting, list(item_sets)))
+    if missing and setting.nests:
+        _check_not_pruned_beyond(model, min(level for level, _ in missing), setting.include_lm_head)
+    todo_levels = [level for level in setting.levels if any((level, b) in missing for b in item_sets)]
     whole = len(todo_levels) - len(todo_levels) % shard.world if shard.world > 1 else 0
-    cell = _CellRunner(model, tokenizer, model_name, item_sets, store, missing, options, scope, include_lm_head, shard,
-                       progress)
+    cell = _CellRunner(model, tokenizer, model_name, setting, item_sets, store, missing, options, shard,
+                       progress, compress)
 
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(todo_levels), desc=f"sweep {model_name}", unit="level", disable=not progress) as bar:
+    with tqdm(total=len(todo_levels), desc=f"sweep {model_name} · {setting.name}", unit="level",
+              disable=not progress) as bar:
         for first in range(0, whole, shard.world):  # a level per process, whole items
             cell.level_per_process(todo_levels[first:first + shard.world])
             bar.update(shard.world)
@@ -290,15 +244,20 @@ def run_sweep(
             cell.items_per_process(level)
             bar.update(1)
     barrier(shard)
-    achieved = read_sparsity(store, model_name).get("levels", {})
+    return _summary(store, model_name, setting, item_sets, missing, cell)
+
+
+def _summary(store, model_name, setting, item_sets, missing, cell) -> pd.DataFrame:
     rows = []
-    for level in keys:
+    for level in setting.levels:
+        method = setting.method_at(level)
+        reports = store.read_reports(model_name, method)
         for benchmark in item_sets:
             evaluated = (level, benchmark) in missing
-            summary = cell.summaries[(level, benchmark)] if evaluated else _cell_summary(
-                store.read(models=[model_name], benchmarks=[benchmark], sparsities=[level]))
-            rows.append({"model": model_name, "sparsity": level, "benchmark": benchmark,
-                         "status": "evaluated" if evaluated else "stored", **summary,
-                         "achieved_sparsity": achieved.get(f"{level:.4f}", {}).get("pruned", math.nan),
-                         "seconds": cell.seconds.get((level, benchmark), 0.0)})
+            summary = cell.summaries[(level, benchmark)] if evaluated else _frame_summary(
+                store.read(models=[model_name], methods=[method], levels=[level], benchmarks=[benchmark]))
+            achieved = reports.get(f"{level_key(level):.4f}", {}).get("pruned", math.nan)
+            rows.append({"model": model_name, "setting": setting.name, "method": method, "level": level,
+                         "benchmark": benchmark, "status": "evaluated" if evaluated else "stored", **summary,
+                         "achieved_sparsity": achieved, "seconds": cell.seconds.get((level, benchmark), 0.0)})
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))

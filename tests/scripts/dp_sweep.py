@@ -10,6 +10,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 from conftest import build_tiny_model, build_tiny_tokenizer  # noqa: E402
 
 from lobolib.benchmarks import Item  # noqa: E402
+from lobolib.experiment.setting import Setting  # noqa: E402
 from lobolib.experiment.store import RecordStore  # noqa: E402
 from lobolib.experiment.sweep import run_sweep  # noqa: E402
 
@@ -22,5 +23,5 @@ items = {
     "mmlu": [Item(f"anatomy/{i}", "mmlu", "anatomy", f"which organ {i}?", "", ("heart", "lung", "liver", "kidney"),
                   "ABCD"[i % 4]) for i in range(7)],
 }
-run_sweep(model, tokenizer, model_name="tiny", levels=[0.0, 0.5, 0.7], item_sets=items,
+run_sweep(model, tokenizer, model_name="tiny", setting=Setting("magnitude", "magnitude", (0.0, 0.5, 0.7)), item_sets=items,
           store=RecordStore(sys.argv[1]), progress=False)
