@@ -278,6 +278,7 @@ class _ModelFiles:
     read_text: Callable[[str], str]
     pretrained: str  # what from_pretrained gets: the folder or the hub id
     commit: str | None = None  # the hub commit everything loads from; None for a local folder
+    cache_only: bool = False  # a hub model read from the local cache (offline, or the hub unreachable)
     gguf_file: str | None = None  # for from_pretrained: an absolute path (local) or a name in the repo
     weight_files: list[str] | None = None  # filled in by the weight check
 
@@ -390,7 +391,8 @@ def _hub_files(spec: dict) -> _ModelFiles:
             return (snapshot / name).read_text()
         return Path(hf_hub_download(repo, name, revision=commit)).read_text()
 
-    files = _ModelFiles(f"hub model {repo!r} at commit {commit[:12]}", names, read_text, repo, commit=commit)
+    label = f"hub model {repo!r} at commit {commit[:12]}"
+    files = _ModelFiles(label, names, read_text, repo, commit=commit, cache_only=offline)
     if spec["gguf_file"] is not None:
         files.gguf_file = _checked_gguf_name(files, spec["gguf_file"])
     return files
@@ -594,7 +596,7 @@ def _hub_kwargs(spec: dict, files: _ModelFiles) -> dict:
     kwargs = {
         "revision": files.commit if files.commit is not None else spec["revision"],
         "trust_remote_code": spec["trust_remote_code"],
-        "local_files_only": _offline(spec),
+        "local_files_only": files.cache_only or _offline(spec),
     }
     if files.gguf_file is not None:
         kwargs["gguf_file"] = files.gguf_file

@@ -349,6 +349,27 @@ def test_cached_hub_model_loads_offline_and_records_its_commit(offline, monkeypa
     assert describe_model(model)["revision"] == commit
 
 
+def test_cached_hub_model_loads_when_the_hub_is_unreachable(monkeypatch, hub_cache, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    real_load, seen = AutoModelForCausalLM.from_pretrained, {}
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("no route to huggingface.co")
+
+    def spy(name, **kwargs):
+        seen.update(kwargs)
+        return real_load(name, **kwargs)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.HfApi.model_info", unreachable)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    cached_hub_snapshot(hub_cache, "lobotomy-tests/tiny", tiny_model_dir)
+    model, _ = load_model({"model": "lobotomy-tests/tiny", "device_map": "cpu"})
+    assert model_revision(model) == COMMIT
+    assert seen["local_files_only"] is True  # no more waiting on the hub (minutes of retries)
+
+
 def test_token_in_an_underlying_error_is_scrubbed(offline, monkeypatch, tiny_model_dir):
     def failing_load(*args, **kwargs):
         raise OSError(f"401 Client Error for url with Authorization: Bearer {FAKE_TOKEN}")
