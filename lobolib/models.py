@@ -108,7 +108,7 @@ def load_model(spec: Mapping):
     model._lobotomy_files = {  # what describe_model reports
         "gguf_file": files.gguf_name,
         "weight_files": files.weight_files,
-        "remote_code": _remote_code(files) if spec["trust_remote_code"] else [],
+        "remote_code": list(files.remote_code),
     }
     return model, tokenizer
 
@@ -281,6 +281,7 @@ class _ModelFiles:
     cache_only: bool = False  # a hub model read from the local cache (offline, or the hub unreachable)
     gguf_file: str | None = None  # for from_pretrained: an absolute path (local) or a name in the repo
     weight_files: list[str] | None = None  # filled in by the weight check
+    remote_code: list[str] = ()  # the Python files trust_remote_code lets run, filled in when it is on
 
     @property
     def gguf_name(self) -> str | None:
@@ -307,7 +308,7 @@ def _checked_files(spec: dict, *, weights: bool) -> _ModelFiles:
             "and give the merged folder as `model`"
         )
     if spec["trust_remote_code"]:
-        _warn_remote_code(spec, files)
+        files.remote_code = _announced_remote_code(spec, files)
     if weights and spec["allow_pickle_weights"]:
         unsafe = sorted(n for n in files.names if n.lower().endswith(UNSAFE_WEIGHT_SUFFIXES))
         held = f" (it holds {', '.join(unsafe)})" if unsafe else ""
@@ -492,7 +493,7 @@ def _index_shards(files: _ModelFiles, index: str) -> list[str]:
 
 def _is_safetensors_name(name: str) -> bool:
     """A safetensors file (or index) inside the model: transformers reads a weight file as safetensors by
-    this suffix alone, and torch.load's any other."""
+    its suffix alone, and hands any other to torch.load."""
     path = PurePosixPath(name)
     inside = not path.is_absolute() and ".." not in path.parts and "\\" not in name and ":" not in name
     return inside and (name.endswith(".safetensors") or name.endswith(SAFE_INDEX_SUFFIX))
@@ -506,7 +507,8 @@ class _PickleLoadRefused(LoboError):
 def _pickle_loads_refused(model: str, *, enabled: bool):
     """While loading without `allow_pickle_weights`: torch.load (transformers' only way to read a
     non-safetensors weight file, and any model class's own extra .pt files) raises instead of unpickling.
-    The last line of defence behind the file checks, for paths they do not foresee."""
+    The last line of defence behind the file checks, for paths they do not foresee. The patch is
+    process-wide while it lasts: another thread's torch.load would be refused too."""
     if not enabled:
         yield
         return
@@ -570,11 +572,11 @@ def _class_references(auto_map) -> list[str]:
     return references
 
 
-def _warn_remote_code(spec: dict, files: _ModelFiles) -> None:
-    """Refuse code from another repository (transformers fetches it from that repo's default branch,
-    unpinned); warn naming every file that will run."""
+def _announced_remote_code(spec: dict, files: _ModelFiles) -> list[str]:
+    """The Python files that will run, named in a warning; LoboError for code from another repository
+    (transformers fetches it from that repository's default branch, unpinned)."""
     code = _remote_code(files)
-    elsewhere = [name for name in code if "--" in name]
+    elsewhere = [name for name in code if "--" in name and name not in files.names]
     if elsewhere:
         raise LoboError(
             f"{files.label}: auto_map names code in another repository ({', '.join(elsewhere)}), which transformers "
@@ -586,6 +588,7 @@ def _warn_remote_code(spec: dict, files: _ModelFiles) -> None:
     else:
         message = "it has no Python files, so nothing will run; `trust_remote_code` can stay off"
     warnings.warn(f"trust_remote_code is on for {spec['model']!r}: {message}", stacklevel=4)
+    return code
 
 
 # --- loading ---------------------------------------------------------------------------------------
