@@ -2,13 +2,16 @@
 
 Usage: python tools/sample_responses.py LOGS_DIR OUT.jsonl [--seed 0] [--levels 50 90]
        [--per-level N] [--weights LOW MID HIGH] [--exclude CASES.jsonl ...]
+       [--benchmark pubmedqa|mmlu] [--sentences]
 
 Each line is one logged response without its label: benchmark, model, sparsity, question (the item's
 question read from the logged prompt), options (MMLU: the four option texts from the prompt),
 raw_response, source (file and row). Strata: both models x both benchmarks; per sparsity level
 `--weights` cases (default 2 at 0-45 %, 7 at 50-90 %, 4 at 95 %), or `--per-level` per file; rows
 drawn uniformly (so frequent responses are likelier); a response already drawn for its benchmark,
-or present in an `--exclude` file (its "text" or "raw_response"), is skipped.
+or present in an `--exclude` file (its "text" or "raw_response"), is skipped. `--sentences` keeps
+only responses that start with three words, the first not yes/no/maybe (a draw enriched in
+restated or negated questions).
 Labels are then written by a person reading each response, never by running the parser.
 
 tests/data/parser_cases.jsonl holds three older draws (fields text/expected), each labelled before
@@ -33,6 +36,9 @@ OPTIONS_IN_PROMPT = re.compile(
 )
 PUBMEDQA_QUESTION = re.compile(r"\nQuestion: ([^\n]*)\nAnswer \(yes/no/maybe\):\Z")
 MMLU_QUESTION = re.compile(r"\AQuestion: (.*?)\nOptions:\n", re.DOTALL)
+# --sentences: a response that starts with a word other than a label and has 3+ words of letters
+# (where restated or negated questions are), for a draw enriched in them.
+SENTENCE = re.compile(r"\A\s*(?!(?:yes|no|maybe)\b)[^\W\d_]+(?:\W+[^\W\d_]+){2}", re.IGNORECASE)
 LEVEL_FILE = re.compile(r"_(\d+)_percent\.csv\.gz$")
 MODEL_FILE = re.compile(r"(BioMistral-7B|Mistral-7B-v0\.1)")
 
@@ -70,6 +76,8 @@ def sample(
     fixed: int | None = None,
     weights: tuple[int, int, int] = (2, 7, 4),
     exclude: set[tuple[str, str]] = frozenset(),
+    benchmarks: tuple[str, ...] = ("pubmedqa", "mmlu"),
+    sentences: bool = False,
 ) -> list[dict]:
     """The stratified sample as a list of case dicts (no labels)."""
     rng = random.Random(seed)
@@ -79,7 +87,7 @@ def sample(
         benchmark = "mmlu" if path.parent.name.endswith("_MMLU") else "pubmedqa"
         sparsity = int(LEVEL_FILE.search(path.name).group(1))
         wanted = per_level(sparsity, weights, fixed)
-        if not levels[0] <= sparsity <= levels[1] or wanted == 0:
+        if not levels[0] <= sparsity <= levels[1] or wanted == 0 or benchmark not in benchmarks:
             continue
         frame = pd.read_csv(path, keep_default_na=False, dtype=str)
         rows = list(range(len(frame)))
@@ -87,7 +95,7 @@ def sample(
         taken = 0
         for row in rows:
             text = frame.raw_response[row]
-            if (benchmark, text) in seen:
+            if (benchmark, text) in seen or sentences and not SENTENCE.match(text):
                 continue
             seen.add((benchmark, text))
             prompt = frame.prompt[row]
@@ -120,10 +128,15 @@ def main() -> None:
         help="cases per file at 0-45 %%, 50-90 %% and 95 %% sparsity",
     )
     parser.add_argument("--exclude", type=Path, nargs="*", default=[], help="jsonl files to avoid")
+    parser.add_argument("--benchmark", choices=("pubmedqa", "mmlu"), default=None, help="only this one")
+    parser.add_argument(
+        "--sentences", action="store_true", help="only responses that start with 3+ words, not a label"
+    )
     args = parser.parse_args()
+    benchmarks = (args.benchmark,) if args.benchmark else ("pubmedqa", "mmlu")
     cases = sample(
         args.logs_dir, args.seed, tuple(args.levels), args.per_level, tuple(args.weights),
-        excluded(args.exclude),
+        excluded(args.exclude), benchmarks, args.sentences,
     )
     with args.out.open("w", encoding="utf-8") as handle:
         for case in cases:
