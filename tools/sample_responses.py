@@ -17,8 +17,12 @@ Labels are then written by a person reading each response, never by running the 
 tests/data/parser_cases.jsonl holds three older draws (fields text/expected), each labelled before
 the parser saw it: seed 0 (all levels, 348 cases); a draw of 140 at 40-90 % restricted to responses
 that are not a bare label and that the reference rules score as an answer; and 80 cases at 50-90 %
-(seed 7). tests/data/parser_holdout.jsonl and parser_tuning.jsonl are draws of this version (see
-their tests for the seeds and weights).
+(seed 7). Draws of this version, labelled with their questions:
+- tests/data/parser_holdout.jsonl: --seed 2026 --weights 1 8 4 --exclude parser_cases.jsonl
+  (344 cases), labelled before the parser was changed and never used to tune it;
+- tests/data/parser_tuning.jsonl: --seed 4242 --weights 1 8 4 (excluding both files above, 344),
+  then --seed 99 --levels 0 70 --per-level 4 --benchmark pubmedqa --sentences (91), then an audit
+  of the parser's new tiers drawn by tools/sample_firings.py (90).
 """
 
 from __future__ import annotations
