@@ -71,8 +71,9 @@ def fake_parser(monkeypatch):
     """Replace lobolib.parsing.parse_response by a recorder, so the importer's calls are visible."""
     calls = []
 
-    def parse_response(benchmark, text, options):
+    def parse_response(benchmark, text, options, question=None):
         calls.append((benchmark, text, tuple(options)))
+        assert question is not None and question.endswith("?")
         return ParseResult(answer=None if not text else "B", tier="fake", reason=None if text else "empty")
 
     monkeypatch.setattr(lobolib.parsing, "parse_response", parse_response, raising=False)

@@ -68,6 +68,10 @@ def model_spec(config: RunConfig, name: str) -> dict:
     spec = by_name[name].spec()
     if by_name[name].embedded is not None:
         spec["model"] = str(embedded_paths(config)[by_name[name].embedded])
+    elif by_name[name].packaged:
+        from lobolib.models import smollm2_gguf
+
+        spec["model"] = str(smollm2_gguf())
     return spec
 
 

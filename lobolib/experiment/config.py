@@ -16,7 +16,8 @@ Schema (every key optional except where noted; shown with its default)::
     logs_dir: null              # required in reference_logs mode: the reference study's data/ folder
     models:                     # evaluate mode: at least one; keys are models.load_model's
       - name: base              # short label used in records, tables and figures (letters, digits, . _ -)
-        model: embedded:base    # embedded:base | embedded:specialist | hub id | local folder | a .gguf file
+        model: embedded:base    # embedded:base | embedded:specialist | smollm2:135m-instruct | hub id |
+                                # local folder | a .gguf file
         gguf_file: null         # a GGUF file inside `model`'s folder
         revision: null          # hub commit, branch or tag
         dtype: auto             # auto | bfloat16 | float16 | float32
@@ -99,10 +100,10 @@ from lobolib.errors import LoboError
 from lobolib.experiment.embedded import EMBEDDED_BENCHMARKS, EMBEDDED_MODELS
 from lobolib.experiment.setting import Calibration, Setting, check_levels, check_method
 from lobolib.experiment.suggest import closest
-from lobolib.models import DTYPES as _MODEL_DTYPES
+from lobolib.models import DTYPES
 
 MODES = ("evaluate", "reference_logs")
-DTYPES = tuple(dict.fromkeys(("auto", *_MODEL_DTYPES)))
+PACKAGED_MODELS = ("smollm2:135m-instruct",)  # shipped inside a PyPI package (lobolib.models.smollm2_gguf)
 MAX_LEVELS = 1000
 MAX_BOOTSTRAP = 100_000
 MAX_NEW_TOKENS = 512
@@ -134,6 +135,11 @@ class ModelConfig:
     def embedded(self) -> str | None:
         """"base"/"specialist" for an embedded model, else None."""
         return self.model.split(":", 1)[1] if self.model.startswith("embedded:") else None
+
+    @property
+    def packaged(self) -> bool:
+        """Whether the model ships inside a Python package (smollm2:135m-instruct)."""
+        return self.model in PACKAGED_MODELS
 
     def spec(self) -> dict:
         """The models.load_model spec (embedded:* still to be resolved to its folder)."""

@@ -58,6 +58,11 @@ def _model(m: ModelConfig, index: int) -> ModelConfig:
     _devices(m, where)
     if m.embedded is not None:
         return m
+    if m.packaged:
+        from lobolib.models import smollm2_gguf
+
+        smollm2_gguf()  # LoboError saying how to install it when absent
+        return m
     if _looks_like_path(m.model) or Path(m.model).expanduser().exists():
         return dataclasses.replace(m, model=existing(m.model, f"{where}.model"))
     if not _HUB_ID.match(m.model):

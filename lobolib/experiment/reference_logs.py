@@ -143,6 +143,12 @@ def _pubmedqa_pmids(frame: pd.DataFrame, pqal: tuple[Path, dict], path: Path) ->
     return pmids
 
 
+def _question(benchmark: str, prompt: str) -> str | None:
+    """The item's question, read out of a logged prompt (the parser grounds restated answers in it)."""
+    match = (_PUBMEDQA_QUESTION.search if benchmark == "pubmedqa" else _MMLU_PROMPT.fullmatch)(prompt)
+    return match["question"].strip() if match else None
+
+
 def _log_records(entry: dict, model: str, frame: pd.DataFrame, *, parse: bool, pqal) -> tuple[list, list]:
     """The Records (and their extra ``reference_parsed`` keys) of one log."""
     benchmark, path, sparsity = entry["benchmark"], entry["path"], entry["sparsity"]
@@ -175,12 +181,13 @@ def _log_records(entry: dict, model: str, frame: pd.DataFrame, *, parse: bool, p
         if gold not in valid_gold:
             raise LoboError(f"row {row} of {path} has the gold answer {gold!r}; expected one of {valid_gold}")
         if parse:
-            result = parse_response(benchmark, response, options)
+            result = parse_response(benchmark, response, options, question=_question(benchmark, prompt))
             answer, tier, reason = result.answer, result.tier, result.reason
         else:
             answer, tier, reason = None, "unparsed", None  # not an invalid answer: never parsed
         records.append(Record(
-            model=model, method=DENSE if sparsity == 0 else REFERENCE_METHOD, level=sparsity, sparsity=sparsity, benchmark=benchmark, subject=subject, item_id=item_id,
+            model=model, method=DENSE if sparsity == 0 else REFERENCE_METHOD, level=sparsity, sparsity=sparsity,
+            benchmark=benchmark, subject=subject, item_id=item_id,
             gold=gold, prompt_hash=prompt_hash(prompt), raw_response=response, answer=answer, tier=tier,
             invalid_reason=reason, option_logprobs={}, loglik_answer=None,
         ))
