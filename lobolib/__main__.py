@@ -106,25 +106,22 @@ def _rescore(args) -> int:
 
 
 def _bench(args) -> int:
-    import json
-
-    from lobolib.perf import harness as bench
+    from lobolib.perf import gpus, prune, shapes, sweep
 
     if args.what == "prune":
-        result = bench.bench_prune(device=args.device)  # prints its table
-        if args.out is not None:
-            Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+        result = prune.bench_prune(device=args.device)  # prints its table
+        shapes.write_json(result, args.out)
         return 0
     given = {"out": args.out, "data_dir": args.data_dir, "tokenizer_dir": args.tokenizer_dir, "level": args.level}
     given = {key: value for key, value in given.items() if value is not None}
     if args.what == "data-parallel":
         if args.level is not None:
             raise LoboError("bench data-parallel takes no --level: it sweeps one fixed level per process; drop --level")
-        bench.bench_data_parallel(**given)
+        gpus.bench_data_parallel(**given)
     elif args.what == "sharded":
-        bench.bench_sharded(**given)
+        gpus.bench_sharded(**given)
     else:
-        bench.bench_sweep(**given, **({"device": args.device} if args.device else {}))
+        sweep.bench_sweep(**given, **({"device": args.device} if args.device else {}))
     return 0
 
 
