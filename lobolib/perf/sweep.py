@@ -24,6 +24,7 @@ MEASURED_PROMPT_TOKENS = {
     "mmlu": (41, 50, 54, 57, 60, 63, 65, 68, 71, 74, 78, 84, 88, 95, 101, 110, 118, 130, 145, 167,
              1138),
 }
+MEASURED_MEAN_TOKENS = {"pubmedqa": 391, "mmlu": 97}  # the means of those same measured prompts
 PAPER_ITEMS = {"pubmedqa": 1000, "mmlu": 762}  # the reference study's items per level
 PAPER_RUNS = 2 * 20  # two models x twenty sparsity levels
 CPU_SWEEP_SHAPE = {
@@ -51,7 +52,7 @@ def synthetic_tokenizer(vocab_size: int):
                                    unk_token="<unk>", pad_token="<pad>", padding_side="left")
 
 
-def _sample_lengths(percentiles, n: int, rng) -> list[int]:
+def sample_lengths(percentiles, n: int, rng) -> list[int]:
     """n token counts drawn from a distribution given by its 0, 5, ..., 100 percentiles."""
     import numpy as np
 
@@ -70,7 +71,7 @@ def synthetic_items(tokenizer, benchmark: str, n: int, seed: int = 0):
     vocab = [w for w in tokenizer.get_vocab() if w.startswith("w")]
     words = lambda k: " ".join(vocab[j] for j in rng.integers(0, len(vocab), max(1, k)))  # noqa: E731
     items = []
-    for i, length in enumerate(_sample_lengths(MEASURED_PROMPT_TOKENS[benchmark], n, rng)):
+    for i, length in enumerate(sample_lengths(MEASURED_PROMPT_TOKENS[benchmark], n, rng)):
         if benchmark == "pubmedqa":
             item = Item(str(i), "pubmedqa", "pubmedqa", words(12), words(1), ("yes", "no", "maybe"), "yes")
         else:
