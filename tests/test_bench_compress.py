@@ -244,3 +244,46 @@ def test_energy_counter_reads_the_card_of_the_device(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed
     assert "nvidia-ml-py" in EnergyCounter(torch.device("cuda", 0)).why_not
     assert EnergyCounter(torch.device("cpu")).joules() is None
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", [name for name in fmts.FORMAT_NAMES if name != "dense"])
+def test_formats_on_cuda_compute_the_product_of_their_weight(name):
+    """On the GPU: the packed layouts (int4 nibble order, scales, 2:4 compression) are right."""
+    device = torch.device("cuda")
+    form = dict(zip(fmts.FORMAT_NAMES, fmts.FORMATS))[name]
+    why = form.unavailable(device, torch.bfloat16)
+    if why:
+        pytest.skip(why)
+    layer = nn.Linear(4096, 1024, bias=False, device=device, dtype=torch.bfloat16)
+    with torch.no_grad():
+        layer.weight.normal_(0.0, 0.02)
+        x = torch.randn(37, 4096, device=device, dtype=torch.bfloat16)
+        got = form.build(layer)(x)
+        want = F.linear(x.float(), form.effective(layer.weight).float())
+    assert _relative(got, want) < 1e-2
+
+
+@needs_cuda
+def test_decode_step_replays_as_a_cuda_graph_with_the_same_tokens():
+    from lobolib.perf.compress import _replayable
+
+    device = torch.device("cuda")
+    model = build_model({**SMALL, "sliding_window": None}, device, torch.float32)
+    fill(model, 0)
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 9), device=device, generator=torch.Generator(device).manual_seed(1))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(5)
+        eager = _Decoding(model, ids, 64, _Calls(model))
+        replayed = _Decoding(model, ids, 64, _Calls(model))
+        step, mode = _replayable(replayed, device)  # runs 3 eager steps itself (sync check, warm-up)
+        eager.run(eager.step, 3)
+        assert mode == "cuda graph"
+        for _ in range(4):
+            eager.run(eager.step, 1)
+            replayed.run(step, 1)
+            assert torch.equal(eager.token, replayed.token)

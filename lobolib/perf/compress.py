@@ -43,7 +43,7 @@ from lobolib.perf.shapes import CPU_SHAPE, GIB, build_model, device_name, fill, 
 from lobolib.perf.sweep import MEASURED_MEAN_TOKENS, MEASURED_PROMPT_TOKENS, PAPER_ITEMS, sample_lengths
 
 NEW_TOKENS = 10  # a PubMedQA answer's decode steps in the sweep (evaluate.DEFAULT_MAX_NEW_TOKENS)
-PREFILL_ESTIMATE_LIMIT_S = 120.0  # a format whose layers alone would take longer per prefill is not prefilled
+PREFILL_ESTIMATE_LIMIT_S = 60.0  # a format whose layers alone would take longer per prefill is not prefilled
 RATIO_KEYS = ("weight_gib", "linear_weight_gib", "prefill_ms_per_question", "decode_ms_per_token",
               "decode_ms_per_token_batch1", "ms_per_question", "joules_per_question")
 ROW_KEYS = ("kernel", "backend", "unavailable", "error", "weight_gib", "linear_weight_gib",
