@@ -247,14 +247,37 @@ def _empty_row(form: fmts.Format) -> dict:
     return row
 
 
+def _prefill(model, modules, ids, calls, device, energy, plan: Plan) -> tuple[dict, float | None]:
+    """(figures, joules per batch or None) of the prefill: the linear layers' estimated time, then
+    the whole model's ms per question, unless that estimate passes PREFILL_ESTIMATE_LIMIT_S."""
+    batch, length = ids.shape
+    figures = {"prefill_linear_s_estimate": _linear_seconds(model, modules, batch * length, device, model.dtype)}
+    if figures["prefill_linear_s_estimate"] > PREFILL_ESTIMATE_LIMIT_S:
+        figures["error"] = (f"prefill skipped: its linear layers alone would take about "
+                            f"{figures['prefill_linear_s_estimate']:.0f} s per batch of {batch}; pass a smaller --batch")
+        return figures, None
+    seconds, joules = _repeat(lambda: model(input_ids=ids, use_cache=True, **calls.keep), device, energy, plan)
+    figures["prefill_ms_per_question"] = 1000 * seconds / batch
+    return figures, joules
+
+
+def _per_question(row: dict, prefill_j, step_j, batch: int) -> None:
+    """A question's ms and joules: its share of a prefill plus NEW_TOKENS decode steps."""
+    if row["prefill_ms_per_question"] is None:
+        return
+    row["ms_per_question"] = row["prefill_ms_per_question"] + NEW_TOKENS * row["decode_ms_per_token"]
+    if prefill_j is not None and step_j is not None:
+        row["joules_per_question"] = (prefill_j + NEW_TOKENS * step_j) / batch
+
+
 def _measure_format(model, form: fmts.Format, ids, calls, device, energy, plan: Plan) -> dict:
     """The row of one format: storage, kernel check, prefill, decode at the batch and at 1."""
     row = _empty_row(form)
-    dtype = model.dtype
-    row["unavailable"] = form.unavailable(device, dtype)
+    row["unavailable"] = form.unavailable(device, model.dtype)
     if row["unavailable"]:
         return row
-    originals = [linear for _, linear in prune.prunable_linears(model)]
+    original = prune.prunable_linears(model)[0][1]
+    batch = ids.shape[0]
     stage = "building"
     try:
         with fmts.swapped(model, form.build) as modules:
@@ -262,18 +285,10 @@ def _measure_format(model, form: fmts.Format, ids, calls, device, energy, plan: 
             row["weight_gib"] = fmts.storage_bytes(model) / GIB
             row["linear_weight_gib"] = fmts.storage_bytes(*modules) / GIB
             stage = "checking the kernel"
-            row.update(_kernel_errors(form, originals[0], modules[0], device, dtype))
+            row.update(_kernel_errors(form, original, modules[0], device, model.dtype))
             stage = "prefill"
-            batch, length = ids.shape
-            row["prefill_linear_s_estimate"] = _linear_seconds(model, modules, batch * length, device, dtype)
-            prefill_j = None
-            if row["prefill_linear_s_estimate"] > PREFILL_ESTIMATE_LIMIT_S:
-                row["error"] = (f"prefill skipped: its linear layers alone would take about "
-                                f"{row['prefill_linear_s_estimate']:.0f} s per batch of {batch}; pass a smaller --batch")
-            else:
-                seconds, prefill_j = _repeat(lambda: model(input_ids=ids, use_cache=True, **calls.keep),
-                                             device, energy, plan)
-                row["prefill_ms_per_question"] = 1000 * seconds / batch
+            figures, prefill_j = _prefill(model, modules, ids, calls, device, energy, plan)
+            row.update(figures)
             stage = f"decode at batch {batch}"
             step_s, step_j, row["decode_mode"] = _decode(model, ids, calls, device, energy, plan)
             row["decode_ms_per_step"] = 1000 * step_s
@@ -281,10 +296,7 @@ def _measure_format(model, form: fmts.Format, ids, calls, device, energy, plan: 
             stage = "decode at batch 1"
             single_s, _, row["decode_mode_batch1"] = _decode(model, ids[:1], calls, device, energy, plan)
             row["decode_ms_per_token_batch1"] = 1000 * single_s
-            if row["prefill_ms_per_question"] is not None:
-                row["ms_per_question"] = row["prefill_ms_per_question"] + NEW_TOKENS * row["decode_ms_per_token"]
-                if prefill_j is not None and step_j is not None:
-                    row["joules_per_question"] = (prefill_j + NEW_TOKENS * step_j) / batch
+            _per_question(row, prefill_j, step_j, batch)
     except (RuntimeError, NotImplementedError, ValueError, TypeError) as error:  # OOM is a RuntimeError
         row["error"] = f"{stage}: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
     finally:
@@ -329,6 +341,22 @@ def _backends() -> dict:
     }
 
 
+def _plan(model, on_gpu: bool, batch, prompt_tokens, overrides) -> Plan:
+    """The run's Plan: GPU_PLAN or CPU_PLAN with `overrides`; the prompts PubMedQA's measured
+    mean length and the batch the sweep's (on CUDA) unless given."""
+    settings = {**(GPU_PLAN if on_gpu else CPU_PLAN), **(overrides or {})}
+    settings.setdefault("prompt_tokens", MEASURED_MEAN_TOKENS["pubmedqa"])
+    if prompt_tokens is not None:
+        settings["prompt_tokens"] = prompt_tokens
+    if batch is not None:
+        settings.update(batch=batch, batch_source="given")
+    elif "batch" in settings:
+        settings["batch_source"] = "the CPU default"
+    else:
+        settings["batch"], settings["batch_source"] = sweep_batch(model)
+    return Plan(**settings)
+
+
 @torch.no_grad()
 def bench_compress(device=None, shape=None, *, batch: int | None = None, prompt_tokens: int | None = None,
                    formats=None, seed: int = 0, plan: dict | None = None, out=None) -> dict:
@@ -355,17 +383,7 @@ def bench_compress(device=None, shape=None, *, batch: int | None = None, prompt_
     # sliding_window None: a plain static cache; at these lengths Mistral's 4,096 window changes nothing
     model = build_model({**shape, "sliding_window": None}, device, torch.bfloat16)
     fill(model, seed)
-    settings = {**(GPU_PLAN if on_gpu else CPU_PLAN), **(plan or {})}
-    settings.setdefault("prompt_tokens", MEASURED_MEAN_TOKENS["pubmedqa"])
-    if prompt_tokens is not None:
-        settings["prompt_tokens"] = prompt_tokens
-    if batch is not None:
-        settings.update(batch=batch, batch_source="given")
-    elif "batch" in settings:
-        settings["batch_source"] = "the CPU default"
-    else:
-        settings["batch"], settings["batch_source"] = sweep_batch(model)
-    run_plan = Plan(**settings)
+    run_plan = _plan(model, on_gpu, batch, prompt_tokens, plan)
     generator = torch.Generator(device=device).manual_seed(seed)
     ids = torch.randint(0, model.config.vocab_size, (run_plan.batch, run_plan.prompt_tokens), device=device,
                         generator=generator)
