@@ -187,11 +187,16 @@ def test_bench_compress_on_cpu_reports_every_figure_for_every_format(tmp_path):
         sum(n * k + 2 * n for n, k in linears) / dense_bytes)
 
 
-def test_bench_compress_refuses_unknown_formats_before_any_work():
+def test_bench_compress_refuses_unknown_formats_and_missing_devices_before_any_work():
     from lobolib.errors import LoboError
 
     with pytest.raises(LoboError, match="unknown format.*int3.*choose from dense"):
         bench_compress(device="cpu", shape=SMALL, formats=["int3"])
+    with pytest.raises(LoboError, match="not a device"):
+        bench_compress(device="gpu", shape=SMALL)
+    if not torch.cuda.is_available():
+        with pytest.raises(LoboError, match="no CUDA GPU"):
+            bench_compress(device="cuda", shape=SMALL)
 
 
 def test_cli_bench_compress_writes_the_json(tmp_path, capsys):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from lobolib.errors import LoboError
+
 CPU_SHAPE = {
     "hidden_size": 512,
     "intermediate_size": 1536,
@@ -25,8 +27,14 @@ GIB = 1024**3
 
 
 def resolve_device(device=None) -> torch.device:
-    """`device`, or CUDA when available, else the CPU."""
-    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    """`device`, or CUDA when available, else the CPU; LoboError for CUDA where there is none."""
+    try:
+        chosen = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as error:
+        raise LoboError(f"--device {device!r} is not a device ({error}); use cpu or cuda") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise LoboError(f"--device {device} asks for CUDA but this machine has no CUDA GPU; use --device cpu")
+    return chosen
 
 
 def device_name(device: torch.device) -> str:
