@@ -127,34 +127,35 @@ _BENCH_OPTIONS = {"only": ("compress", "methods"), "batch": ("compress",), "swee
 
 
 def _bench(args) -> int:
-    from lobolib.perf import compress, gpus, methods, prune, shapes, sweep
+    import importlib
 
     for option, benches in _BENCH_OPTIONS.items():
         if getattr(args, option) is not None and args.what not in benches:
             flag = "--" + option.replace("_", "-")
             raise LoboError(f"{flag} is for bench {' and '.join(benches)}, not bench {args.what}; drop {flag}")
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+    module = {"data-parallel": "gpus", "sharded": "gpus"}.get(args.what, args.what)
+    bench = importlib.import_module(f"lobolib.perf.{module}")  # only the bench asked for
     if args.what == "prune":
-        result = prune.bench_prune(device=args.device)  # prints its table
-        shapes.write_json(result, args.out)
-        return 0
-    if args.what == "compress":
-        compress.bench_compress(device=args.device, batch=args.batch, formats=only, out=args.out)
-        return 0
-    if args.what == "methods":
-        methods.bench_methods(device=args.device, methods=only, sweep_json=args.sweep_json,
-                              eval_seconds=args.eval_seconds, out=args.out)
-        return 0
-    given = {"out": args.out, "data_dir": args.data_dir, "tokenizer_dir": args.tokenizer_dir, "level": args.level}
-    given = {key: value for key, value in given.items() if value is not None}
-    if args.what == "data-parallel":
-        if args.level is not None:
-            raise LoboError("bench data-parallel takes no --level: it sweeps one fixed level per process; drop --level")
-        gpus.bench_data_parallel(**given)
-    elif args.what == "sharded":
-        gpus.bench_sharded(**given)
+        from lobolib.perf.shapes import write_json
+
+        write_json(bench.bench_prune(device=args.device), args.out)  # bench_prune prints its table
+    elif args.what == "compress":
+        bench.bench_compress(device=args.device, batch=args.batch, formats=only, out=args.out)
+    elif args.what == "methods":
+        bench.bench_methods(device=args.device, methods=only, sweep_json=args.sweep_json,
+                            eval_seconds=args.eval_seconds, out=args.out)
     else:
-        sweep.bench_sweep(**given, **({"device": args.device} if args.device else {}))
+        given = {"out": args.out, "data_dir": args.data_dir, "tokenizer_dir": args.tokenizer_dir, "level": args.level}
+        given = {key: value for key, value in given.items() if value is not None}
+        if args.what == "data-parallel":
+            if args.level is not None:
+                raise LoboError("bench data-parallel takes no --level: it sweeps one fixed level per process; drop --level")
+            bench.bench_data_parallel(**given)
+        elif args.what == "sharded":
+            bench.bench_sharded(**given)
+        else:
+            bench.bench_sweep(**given, **({"device": args.device} if args.device else {}))
     return 0
 
 

@@ -10,9 +10,11 @@ transformers' forward, the same code for every format:
   tokenizer), at the sweep's batching (the batch `evaluate` plans for the paper's 1,000
   PubMedQA prompts on this card), into a fresh dynamic cache, keeping only the last logits;
 * decode: greedy one-token steps over a static KV cache after the same prompts, at that batch
-  and at batch 1. A step reads and writes fixed tensors only (explicit 4-D attention mask), so
-  on CUDA it is replayed as a CUDA graph where it captures — otherwise launch overhead, not the
-  weights, would set the batch-1 figure — and run eagerly, saying why, where not;
+  and at batch 1 (`decode_ms_per_step`; `decode_ms_per_token` is a step over the batch, the
+  time per generated token; `decode_ms_per_token_batch1` a step at batch 1, the latency). A
+  step reads and writes fixed tensors only (explicit 4-D attention mask), so on CUDA it is
+  replayed as a CUDA graph where it captures — otherwise launch overhead, not the weights,
+  would set the batch-1 figure — and run eagerly, saying why, where not;
 * energy: NVML's cumulative counter around the timed prefill and batch decode loops
   (`lobolib.perf.energy`); a question is one prompt plus 10 decode steps (PubMedQA's length);
 * storage: the bytes of every parameter and buffer of the model in that format (packed
@@ -42,7 +44,7 @@ from lobolib.perf.energy import EnergyCounter
 from lobolib.perf.shapes import CPU_SHAPE, GIB, build_model, device_name, fill, fmt, resolve_device, timed, write_json
 from lobolib.perf.sweep import MEASURED_MEAN_TOKENS, MEASURED_PROMPT_TOKENS, PAPER_ITEMS, sample_lengths
 
-NEW_TOKENS = 10  # a PubMedQA answer's decode steps in the sweep (evaluate.DEFAULT_MAX_NEW_TOKENS)
+NEW_TOKENS = 10  # decode steps of a PubMedQA answer: the reference study's generation length, as the sweep's
 PREFILL_ESTIMATE_LIMIT_S = 60.0  # a format whose layers alone would take longer per prefill is not prefilled
 RATIO_KEYS = ("weight_gib", "linear_weight_gib", "prefill_ms_per_question", "decode_ms_per_token",
               "decode_ms_per_token_batch1", "ms_per_question", "joules_per_question")

@@ -248,6 +248,7 @@ class Format:
         probe = nn.Linear(256, 64, bias=False, device=device, dtype=dtype)
         try:
             with torch.no_grad():
+                probe.weight.normal_(0.0, 0.02)
                 self.build(probe)(torch.randn(8, 256, device=device, dtype=dtype))
         except (RuntimeError, NotImplementedError, ValueError, TypeError, AttributeError) as error:
             return f"{self.kernel} failed here: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
