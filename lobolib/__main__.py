@@ -10,9 +10,14 @@
         Only evaluate the missing records (no notebooks). Data parallel over N GPUs:
         accelerate launch --num_processes N -m lobolib sweep parameters/X.yaml
     python -m lobolib bench prune [--device cpu|cuda]
-        Time the pruning kernel (lobolib.bench.bench_prune).
+        Time the pruning kernel (lobolib.perf.prune.bench_prune).
     python -m lobolib bench [--out FILE.json] [--device cpu|cuda] [--data-dir D --tokenizer-dir T] [--level 0.5]
-        Measure sweep throughput (lobolib.bench.bench_sweep).
+        Measure sweep throughput (lobolib.perf.sweep.bench_sweep).
+    python -m lobolib bench compress [--out F.json] [--device cpu|cuda] [--batch N] [--only int4,sparse24_cusparselt]
+        What each weight format buys against dense (lobolib.perf.compress.bench_compress).
+    python -m lobolib bench methods [--out F.json] [--device cpu|cuda] [--only wanda,gptq4]
+                                    [--sweep-json SWEEP.json | --eval-seconds S]
+        Time one level of each compression method (lobolib.perf.methods.bench_methods).
 
 A user error (bad parameters, a missing file) prints one line "error: ..." and exits 2; a notebook
 that fails otherwise prints one line naming the notebook and cell and exits 1.
@@ -55,15 +60,27 @@ def build_parser() -> argparse.ArgumentParser:
     rescore.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     rescore.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    bench = commands.add_parser("bench", help="benchmarks of the toolkit itself (pruning kernel, sweep throughput)")
-    bench.add_argument("what", nargs="?", choices=["sweep", "prune", "data-parallel", "sharded"], default="sweep",
+    bench = commands.add_parser("bench", help="benchmarks of the toolkit itself (pruning kernel, sweep throughput, "
+                                              "compressed formats, compression methods)")
+    bench.add_argument("what", nargs="?", choices=["sweep", "prune", "data-parallel", "sharded", "compress", "methods"],
+                       default="sweep",
                        help="sweep: throughput vs the reference loop; prune: the pruning kernel; data-parallel: "
-                            "N GPUs vs one (under accelerate launch); sharded: 7B over two GPUs on a dual-T4 budget")
-    bench.add_argument("--device", default=None, help="cpu or cuda (bench prune)")
+                            "N GPUs vs one (under accelerate launch); sharded: 7B over two GPUs on a dual-T4 budget; "
+                            "compress: each weight format (int8, int4, 2:4, 50%% unstructured) against dense; "
+                            "methods: one level of each pruning/quantization method")
+    bench.add_argument("--device", default=None, help="cpu or cuda (bench prune, sweep, compress, methods)")
     bench.add_argument("--out", default=None, help="write the results as JSON to this file")
     bench.add_argument("--data-dir", default=None, help="bench sweep: real items from this folder (with --tokenizer-dir)")
     bench.add_argument("--tokenizer-dir", default=None, help="bench sweep: tokenizer for the real items")
     bench.add_argument("--level", type=float, default=None, help="bench sweep: the sparsity level pruned (default 0.5)")
+    bench.add_argument("--only", default=None, metavar="NAMES",
+                       help="bench compress/methods: only these comma-separated formats or methods")
+    bench.add_argument("--batch", type=int, default=None,
+                       help="bench compress: prompts per batch (default: the sweep's batching on CUDA)")
+    bench.add_argument("--sweep-json", default=None,
+                       help="bench methods: a `bench sweep` result whose evaluation time the projection uses")
+    bench.add_argument("--eval-seconds", type=float, default=None,
+                       help="bench methods: seconds one level's evaluation takes, for the projection")
     return parser
 
 
@@ -106,26 +123,40 @@ def _rescore(args) -> int:
     return 0
 
 
+_BENCH_OPTIONS = {"only": ("compress", "methods"), "batch": ("compress",), "sweep_json": ("methods",),
+                  "eval_seconds": ("methods",)}
+
+
 def _bench(args) -> int:
-    import json
+    import importlib
 
-    from lobolib.perf import harness as bench
-
+    for option, benches in _BENCH_OPTIONS.items():
+        if getattr(args, option) is not None and args.what not in benches:
+            flag = "--" + option.replace("_", "-")
+            raise LoboError(f"{flag} is for bench {' and '.join(benches)}, not bench {args.what}; drop {flag}")
+    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+    module = {"data-parallel": "gpus", "sharded": "gpus"}.get(args.what, args.what)
+    bench = importlib.import_module(f"lobolib.perf.{module}")  # only the bench asked for
     if args.what == "prune":
-        result = bench.bench_prune(device=args.device)  # prints its table
-        if args.out is not None:
-            Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
-        return 0
-    given = {"out": args.out, "data_dir": args.data_dir, "tokenizer_dir": args.tokenizer_dir, "level": args.level}
-    given = {key: value for key, value in given.items() if value is not None}
-    if args.what == "data-parallel":
-        if args.level is not None:
-            raise LoboError("bench data-parallel takes no --level: it sweeps one fixed level per process; drop --level")
-        bench.bench_data_parallel(**given)
-    elif args.what == "sharded":
-        bench.bench_sharded(**given)
+        from lobolib.perf.shapes import write_json
+
+        write_json(bench.bench_prune(device=args.device), args.out)  # bench_prune prints its table
+    elif args.what == "compress":
+        bench.bench_compress(device=args.device, batch=args.batch, formats=only, out=args.out)
+    elif args.what == "methods":
+        bench.bench_methods(device=args.device, methods=only, sweep_json=args.sweep_json,
+                            eval_seconds=args.eval_seconds, out=args.out)
     else:
-        bench.bench_sweep(**given, **({"device": args.device} if args.device else {}))
+        given = {"out": args.out, "data_dir": args.data_dir, "tokenizer_dir": args.tokenizer_dir, "level": args.level}
+        given = {key: value for key, value in given.items() if value is not None}
+        if args.what == "data-parallel":
+            if args.level is not None:
+                raise LoboError("bench data-parallel takes no --level: it sweeps one fixed level per process; drop --level")
+            bench.bench_data_parallel(**given)
+        elif args.what == "sharded":
+            bench.bench_sharded(**given)
+        else:
+            bench.bench_sweep(**given, **({"device": args.device} if args.device else {}))
     return 0
 
 

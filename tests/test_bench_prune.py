@@ -1,6 +1,6 @@
 """`python -m lobolib bench prune` on a CPU: small Mistral shape, exact zeros, same mask as a sort."""
 
-from lobolib.perf.harness import bench_prune
+from lobolib.perf.prune import bench_prune
 
 SMALL = {"hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
          "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128}

@@ -3,7 +3,7 @@ step, and the figures the JSON must carry."""
 
 import json
 
-from lobolib.perf.harness import MEASURED_PROMPT_TOKENS, bench_sweep, synthetic_items, synthetic_tokenizer
+from lobolib.perf.sweep import MEASURED_PROMPT_TOKENS, bench_sweep, synthetic_items, synthetic_tokenizer
 from lobolib.benchmarks import build_prompt
 
 

@@ -42,13 +42,13 @@ def test_user_error_is_one_line_exit_2_and_creates_nothing(tmp_path, args, fragm
 
 
 def test_bench_commands_reach_their_functions(monkeypatch, tmp_path):
-    from lobolib.perf import harness as bench
+    from lobolib.perf import gpus, prune, sweep
     from lobolib.__main__ import main
 
     calls = []
-    for name in ("sweep", "data_parallel", "sharded"):
-        monkeypatch.setattr(bench, f"bench_{name}", lambda name=name, **kw: calls.append((name, kw)))
-    monkeypatch.setattr(bench, "bench_prune", lambda **kw: calls.append(("prune", kw)) or {"ok": 1})
+    for module, name in ((sweep, "sweep"), (gpus, "data_parallel"), (gpus, "sharded")):
+        monkeypatch.setattr(module, f"bench_{name}", lambda name=name, **kw: calls.append((name, kw)))
+    monkeypatch.setattr(prune, "bench_prune", lambda **kw: calls.append(("prune", kw)) or {"ok": 1})
     out = tmp_path / "b.json"
     assert main(["bench", "--out", str(out), "--level", "0.25"]) == 0
     assert main(["bench", "prune", "--device", "cpu", "--out", str(out)]) == 0
