@@ -38,6 +38,7 @@ def bench_data_parallel(*, data_dir=None, tokenizer_dir=None, seed: int = 0, sto
 
     from lobolib.experiment.distributed import Shard, barrier, current_shard
     from lobolib.evaluation.evaluate import evaluate
+    from lobolib.experiment.setting import Setting
     from lobolib.experiment.store import RecordStore
     from lobolib.experiment.sweep import run_sweep
 
@@ -56,7 +57,8 @@ def bench_data_parallel(*, data_dir=None, tokenizer_dir=None, seed: int = 0, sto
         shutil.rmtree(root, ignore_errors=True)
 
     def sweep(store, on):
-        return timed(lambda: run_sweep(model, tokenizer, model_name="bench", levels=levels, item_sets=item_sets,
+        setting = Setting("magnitude", "magnitude", tuple(levels))
+        return timed(lambda: run_sweep(model, tokenizer, model_name="bench", setting=setting, item_sets=item_sets,
                                         store=store, progress=False, shard=on), device)
 
     barrier(shard)

@@ -156,7 +156,8 @@ def bench_sweep(device=None, shape=None, *, data_dir=None, tokenizer_dir=None, l
     (JSON) when given.
     """
     from lobolib.benchmarks import build_prompt
-    from lobolib.evaluation.evaluate import DEFAULT_MAX_NEW_TOKENS, decoding_path, evaluate
+    from lobolib.benchmarks import get as get_benchmark
+    from lobolib.evaluation.evaluate import decoding_path, evaluate
 
     device = resolve_device(device)
     on_gpu = device.type == "cuda"
@@ -187,7 +188,7 @@ def bench_sweep(device=None, shape=None, *, data_dir=None, tokenizer_dir=None, l
     reference_per_q = {}
     for benchmark, items in item_sets.items():
         sample = _spread(items, reference_items)
-        seconds = timed(lambda: reference_loop(model, tokenizer, sample, DEFAULT_MAX_NEW_TOKENS[benchmark]), device)
+        seconds = timed(lambda: reference_loop(model, tokenizer, sample, get_benchmark(benchmark).max_new_tokens), device)
         reference_per_q[benchmark] = seconds / len(sample)
     fill(model, seed)
     reference_prune_s = timed(lambda: reference_prune(model, level, "layer"), device)
@@ -196,7 +197,7 @@ def bench_sweep(device=None, shape=None, *, data_dir=None, tokenizer_dir=None, l
     total = sum(n_items.values())
     level_s = prune_s + sum(eval_s.values())
     reference_level_s = reference_prune_s + sum(reference_per_q[b] * n for b, n in n_items.items())
-    tokens = {b: [len(r) + DEFAULT_MAX_NEW_TOKENS[b] for r in tokenizer([build_prompt(i) for i in items])["input_ids"]]
+    tokens = {b: [len(r) + get_benchmark(b).max_new_tokens for r in tokenizer([build_prompt(i) for i in items])["input_ids"]]
               for b, items in item_sets.items()}
     matmul_params = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)
     name = torch.cuda.get_device_name(device) if on_gpu else "cpu"
@@ -214,7 +215,7 @@ def bench_sweep(device=None, shape=None, *, data_dir=None, tokenizer_dir=None, l
         "decoder": decoding_path(model, max(max(t) for t in tokens.values())),
         "prompts": prompts,
         "items": n_items,
-        "mean_prompt_tokens": {b: sum(t) / len(t) - DEFAULT_MAX_NEW_TOKENS[b] for b, t in tokens.items()},
+        "mean_prompt_tokens": {b: sum(t) / len(t) - get_benchmark(b).max_new_tokens for b, t in tokens.items()},
         "questions_per_s": total / level_s,
         "reference_questions_per_s": total / reference_level_s,
         "speedup_vs_reference": reference_level_s / level_s,
