@@ -62,9 +62,13 @@ class Record:
     invalid_reason: str | None
     option_logprobs: dict[str, float] = field(default_factory=dict)  # label -> log-prob of its first token
     loglik_answer: str | None = None  # argmax of option_logprobs; None when not scored (imported logs)
+    nll: float | None = None  # perplexity benchmarks: the window's summed negative log-likelihood (nats)
+    tokens: int | None = None  # perplexity benchmarks: the tokens it predicts
 
 
 RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Record))
+OPTIONAL_FIELDS = ("nll", "tokens")
+REQUIRED_FIELDS = tuple(name for name in RECORD_FIELDS if name not in OPTIONAL_FIELDS)
 
 
 def prompt_hash(prompt: str) -> str:
@@ -84,9 +88,9 @@ def record_to_json(record: Record) -> dict:
 def record_from_json(data: Mapping) -> Record:
     """A Record from a dict written by ``record_to_json``; extra keys (e.g. ``reference_parsed``
     of imported logs) are ignored, a missing field raises LoboError."""
-    missing = [name for name in RECORD_FIELDS if name not in data]
+    missing = [name for name in REQUIRED_FIELDS if name not in data]
     if missing:
         raise LoboError(f"a record lacks the fields {missing}; it was not written by lobolib")
-    values = {name: data[name] for name in RECORD_FIELDS}
+    values = {name: data[name] for name in RECORD_FIELDS if name in data}
     values["option_logprobs"] = dict(values["option_logprobs"] or {})
     return Record(**values)

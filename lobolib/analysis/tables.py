@@ -42,7 +42,7 @@ import pandas as pd
 
 from lobolib.analysis import metrics
 from lobolib.analysis.curves import assign_settings, unit_of
-from lobolib.benchmarks import Benchmark, YES_NO_MAYBE
+from lobolib.benchmarks import PERPLEXITY, YES_NO_MAYBE, Benchmark
 from lobolib.benchmarks import get as get_benchmark
 from lobolib.errors import LoboError
 
@@ -284,6 +284,8 @@ def _setting_tables(part, benchmark, group, setting, curves, n_boot, seed, ci, c
     xs, items = xs_items or _aligned(part, curves)
     if not curves or not xs or not items:
         return [], [], {}
+    if benchmark.kind == PERPLEXITY:
+        return _perplexity_rows(part, benchmark, group, setting, curves, xs, items, n_boot, seed, ci), [], {}
     labels = list(benchmark.labels)
     gold_frame = part.drop_duplicates("item_id").set_index("item_id")["gold"]
     gold = np.array([gold_frame.loc[i] for i in items], dtype=object)
@@ -325,6 +327,34 @@ def _setting_tables(part, benchmark, group, setting, curves, n_boot, seed, ci, c
     return score_rows, robust_rows, all_curves
 
 
+def _perplexity_rows(part, benchmark, group, setting, curves, xs, windows, n_boot, seed, ci) -> list[dict]:
+    """Token-weighted perplexity per curve and level, exp(sum nll / sum tokens), with a bootstrap
+    interval over windows (the same resamples at every level and for every curve)."""
+    counts = metrics.resample_counts(metrics.resample_indices(len(windows), n_boot, seed)) if n_boot else None
+    level_of = part.drop_duplicates("x").set_index("x")["level"]
+    method_of = dict(zip(part.loc[part["setting"] == setting, "x"], part.loc[part["setting"] == setting, "method"]))
+    rows = []
+    for model, _ in curves:
+        nll = _matrix(part, model, setting, xs, windows, "nll").astype(float)
+        tokens = _matrix(part, model, setting, xs, windows, "tokens").astype(float)
+        point = np.exp(nll.sum(axis=1) / tokens.sum(axis=1))
+        low = high = None
+        if counts is not None:
+            low, high = _interval(np.exp((counts @ nll.T) / (counts @ tokens.T)), ci)
+        for i, x in enumerate(xs):
+            rows.append({"model": model, "setting": setting, "method": method_of.get(x), "benchmark": benchmark.name,
+                         "group": group, "level": float(level_of.loc[x]), "scoring": "lobolib", "metric": "perplexity",
+                         "value": float(point[i]), "ci_low": math.nan if low is None else float(low[i]),
+                         "ci_high": math.nan if high is None else float(high[i])})  # fmt: skip
+    return rows
+
+
+def questions(records: pd.DataFrame, benchmarks: Mapping[str, Benchmark] | None = None) -> pd.DataFrame:
+    """The records of question benchmarks only (perplexity windows left out)."""
+    keep = [name for name in dict.fromkeys(records["benchmark"]) if _bench(name, benchmarks).kind != PERPLEXITY]
+    return records[records["benchmark"].isin(keep)]
+
+
 def _difference(xs, a, b, ci) -> dict:
     """AUCs of the paired difference of two curves, with the bootstrap p-value."""
     (pa, ra), (pb, rb) = a, b
@@ -345,6 +375,8 @@ def _setting_differences(part, benchmark, group, models, settings, n_boot, seed,
     the x values and items both share."""
     rows = []
     present = [s for s in settings if s in set(part["setting"])]
+    if benchmark.kind == PERPLEXITY:
+        return rows
     for model in models:
         for s, t in itertools.combinations(present, 2):
             if unit_of(part, s) != unit_of(part, t):
@@ -385,7 +417,7 @@ def label_distribution(records: pd.DataFrame, column: str = "answer",
                        benchmarks: Mapping[str, Benchmark] | None = None) -> pd.DataFrame:
     """Share of each predicted label (and "invalid") per curve and level, with the gold shares as
     model "gold": the answer-bias view (long format: model, setting, benchmark, level, label, share)."""
-    records = curves_of(records)
+    records = questions(curves_of(records), benchmarks)
     rows = []
     for (model, setting, name, level), cell in records.groupby(CURVE_KEYS, sort=True):
         labels = list(_bench(name, benchmarks).labels)
@@ -401,7 +433,7 @@ def label_distribution(records: pd.DataFrame, column: str = "answer",
 def baselines(records: pd.DataFrame, benchmarks: Mapping[str, Benchmark] | None = None) -> pd.DataFrame:
     """Majority-class (and, for yes/no/maybe, always-"yes") accuracy and macro-F1 per benchmark."""
     rows = []
-    for name, frame in records.groupby("benchmark", sort=False):
+    for name, frame in questions(records, benchmarks).groupby("benchmark", sort=False):
         benchmark = _bench(name, benchmarks)
         gold = list(frame.drop_duplicates("item_id")["gold"])
         labels = list(benchmark.labels)
@@ -416,7 +448,7 @@ def baselines(records: pd.DataFrame, benchmarks: Mapping[str, Benchmark] | None 
 def failure_modes(records: pd.DataFrame) -> pd.DataFrame:
     """Share of items per outcome (correct, wrong answer, invalid: <reason>) per curve and level
     (long format: model, setting, benchmark, level, outcome, share)."""
-    records = curves_of(records)
+    records = questions(curves_of(records))
     outcome = np.where(
         records["answer"].isna(),
         "invalid: " + records["invalid_reason"].fillna("unknown").astype(str),
@@ -542,7 +574,7 @@ def knowledge_vs_format(records: pd.DataFrame) -> pd.DataFrame:
     """Per curve and level: generative accuracy, first-token accuracy, invalid rate and the share
     of items whose first token is right while the generated answer is not (format collapse rather
     than knowledge loss)."""
-    records = curves_of(records)
+    records = questions(curves_of(records))
     frame = records[records["loglik_answer"].notna()]
     columns = [*CURVE_KEYS, "generative_accuracy", "first_token_accuracy", "invalid_rate", "knows_but_fails"]
     if frame.empty:
@@ -562,8 +594,8 @@ def examples(records: pd.DataFrame, levels: Sequence[float], per_level: int = 3,
     """Qualitative examples: `per_level` items per benchmark (drawn with `seed`, the same items at
     every level) with every curve's raw response and parsed answer at each of `levels` (nearest
     levels present)."""
-    records = curves_of(records)
-    questions = {item.id: item.question for batch in (items or {}).values() for item in batch}
+    records = questions(curves_of(records))
+    asked = {item.id: item.question for batch in (items or {}).values() for item in batch}
     wanted = sorted({nearest_level(records["level"], level) for level in levels})
     rows = []
     rng = np.random.default_rng(seed)
@@ -572,7 +604,7 @@ def examples(records: pd.DataFrame, levels: Sequence[float], per_level: int = 3,
         chosen = [ids[i] for i in sorted(rng.choice(len(ids), size=min(per_level, len(ids)), replace=False))]
         part = frame[frame["item_id"].isin(chosen) & frame["level"].isin(wanted)]
         for row in part.sort_values(["item_id", "level", "setting", "model"]).itertuples(index=False):
-            rows.append({"benchmark": benchmark, "item_id": row.item_id, "question": questions.get(row.item_id, ""),
+            rows.append({"benchmark": benchmark, "item_id": row.item_id, "question": asked.get(row.item_id, ""),
                          "gold": row.gold, "setting": row.setting, "level": row.level, "model": row.model,
                          "raw_response": row.raw_response, "answer": row.answer, "tier": row.tier})  # fmt: skip
     return pd.DataFrame(rows)

@@ -1,7 +1,8 @@
 """Benchmarks as data: one declarative `Benchmark` record per benchmark, one file each.
 
 Built in: PubMedQA (yes/no/maybe), MMLU, MedQA-USMLE and MedMCQA (multiple choice): with
-MMLU's medical subjects, the MultiMedQA multiple-choice set that BioMistral reports. Any other
+MMLU's medical subjects, the MultiMedQA multiple-choice set that BioMistral reports; and held-out
+text for perplexity, WikiText-2 and PubMed abstracts. Any other
 multiple-choice (or yes/no/maybe) file or hub dataset can be declared in a parameters file
 (`declared.declare`). Everything that depends on a benchmark reads its record: adding a built-in
 benchmark means adding one file here and naming it in `BUILT_IN`.
@@ -16,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 
-from lobolib.benchmarks.benchmark import KINDS, MULTIPLE_CHOICE, YES_NO_MAYBE, Benchmark, Template, letters
+from lobolib.benchmarks.benchmark import KINDS, MULTIPLE_CHOICE, PERPLEXITY, YES_NO_MAYBE, Benchmark, Template, letters
 from lobolib.benchmarks.declared import declare
 from lobolib.benchmarks.hub import is_hub
 from lobolib.benchmarks.medmcqa import MEDMCQA
@@ -30,15 +31,17 @@ from lobolib.benchmarks.mmlu import (
     load_mmlu,
     load_mmlu_shots,
 )
+from lobolib.benchmarks.perplexity import PUBMED_ABSTRACTS, WIKITEXT2
 from lobolib.benchmarks.prompts import prompt
 from lobolib.benchmarks.pubmedqa import PUBMEDQA, REFERENCE_CONTEXT_JOIN, load_pubmedqa
 from lobolib.errors import LoboError
 from lobolib.records import Item
 
-BUILT_IN: dict[str, Benchmark] = {b.name: b for b in (PUBMEDQA, MMLU, MEDQA, MEDMCQA)}
+BUILT_IN: dict[str, Benchmark] = {b.name: b for b in (PUBMEDQA, MMLU, MEDQA, MEDMCQA, WIKITEXT2, PUBMED_ABSTRACTS)}
 
 __all__ = [
-    "BUILT_IN", "Benchmark", "Item", "KINDS", "MMLU_SUBJECTS", "MULTIPLE_CHOICE", "REFERENCE_CONTEXT_JOIN",
+    "BUILT_IN", "Benchmark", "Item", "KINDS", "MEDMCQA", "MEDQA", "MMLU", "MMLU_SUBJECTS", "MULTIPLE_CHOICE",
+    "PERPLEXITY", "PUBMEDQA", "PUBMED_ABSTRACTS", "REFERENCE_CONTEXT_JOIN", "WIKITEXT2",
     "SUBJECT_GROUPS", "Template", "YES_NO_MAYBE", "build_prompt", "declare", "expand_subjects",
     "get", "groups_of", "items_fingerprint", "letters", "load", "load_mmlu", "load_mmlu_shots",
     "load_pubmedqa", "load_shots", "option_labels",

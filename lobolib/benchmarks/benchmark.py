@@ -4,7 +4,9 @@ needs to know about one benchmark, so nothing else branches on a benchmark's nam
 A benchmark has a kind:
 
 - ``yes_no_maybe``: the labels are "yes", "no", "maybe" (PubMedQA);
-- ``multiple_choice``: N options labelled A, B, C, ... (MMLU, MedQA, MedMCQA, any declared file).
+- ``multiple_choice``: N options labelled A, B, C, ... (MMLU, MedQA, MedMCQA, any declared file);
+- ``perplexity``: held-out text whose token-weighted perplexity is measured over fixed-length
+  windows (WikiText-2, PubMed abstracts); its Items are documents (the text in `context`).
 
 and declares its loader (a hub dataset and a local official file format), its prompt templates,
 its default generation length, the parsers that read its answers, its metrics and its subject
@@ -21,7 +23,9 @@ from lobolib.errors import LoboError
 
 YES_NO_MAYBE = "yes_no_maybe"
 MULTIPLE_CHOICE = "multiple_choice"
+PERPLEXITY = "perplexity"
 KINDS = (YES_NO_MAYBE, MULTIPLE_CHOICE)
+"""The kinds of question a model answers; a `perplexity` benchmark is held-out text instead."""
 YES_NO_MAYBE_LABELS = ("yes", "no", "maybe")
 MAX_OPTIONS = 26
 
@@ -62,6 +66,8 @@ class Benchmark:
     - `reference_parser`: the name of the reference study's parser where the study scored this
       benchmark ("pubmedqa" or "mmlu" rules), else None; `reference_metric` its F1.
     - `groups`: subject groups reported beside each subject set ("medical": (...)).
+    - `seq_len`, `max_windows`: a perplexity benchmark's window length in tokens, and how many
+      windows at most (None: all the text gives).
     """
 
     name: str
@@ -82,8 +88,11 @@ class Benchmark:
     subjects_by_group: bool = False
     declared: bool = False
 
+    seq_len: int = 512
+    max_windows: int | None = None
+
     def __post_init__(self):
-        if self.kind not in KINDS:
+        if self.kind not in (*KINDS, PERPLEXITY):
             raise LoboError(f"benchmark {self.name!r}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
         if self.kind == MULTIPLE_CHOICE:
             letters(self.n_options)
@@ -91,11 +100,16 @@ class Benchmark:
     @property
     def labels(self) -> tuple[str, ...]:
         """The labels an answer may take."""
+        if self.kind == PERPLEXITY:
+            return ()
         return YES_NO_MAYBE_LABELS if self.kind == YES_NO_MAYBE else letters(self.n_options)
 
     @property
     def scores(self) -> tuple[str, ...]:
-        """lobolib's scores of this benchmark: `SCORES`, plus the yes-class F1 for yes/no/maybe."""
+        """lobolib's scores of this benchmark: `SCORES`, plus the yes-class F1 for yes/no/maybe;
+        perplexity for held-out text."""
+        if self.kind == PERPLEXITY:
+            return ("perplexity",)
         return SCORES + (("yes_f1",) if self.kind == YES_NO_MAYBE else ())
 
     def template(self, name: str) -> Template:

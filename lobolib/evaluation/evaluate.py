@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch.nn.attention import sdpa_kernel
 
-from lobolib.benchmarks import Benchmark, build_prompt
+from lobolib.benchmarks import PERPLEXITY, Benchmark, build_prompt
 from lobolib.benchmarks import get as get_benchmark
 from lobolib.errors import LoboError
 from lobolib.evaluation import decode, forward, parsing
@@ -438,6 +438,8 @@ def _records_of(items, declared: Mapping[str, Benchmark] | None) -> dict[str, Be
 
 def _validate(records: Mapping[str, Benchmark], max_new_tokens, batch_size, template) -> None:
     for name, record in records.items():
+        if record.kind == PERPLEXITY:
+            continue
         steps = per_benchmark(max_new_tokens, name, record.max_new_tokens)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise LoboError(
@@ -508,6 +510,12 @@ def evaluate(
     records = _records_of(items, benchmarks)
     _validate(records, max_new_tokens, batch_size, template)
     method, level, sparsity = _label(method, level, sparsity)
+    label = {"model": model_name, "method": method, "level": level, "sparsity": sparsity}
+    text = [it for it in items if records[it.benchmark].kind == PERPLEXITY]
+    if text:
+        if len(text) != len(items):
+            raise LoboError("perplexity benchmarks are evaluated on their own: pass their documents alone")
+        return _perplexity_records(model, tokenizer, text, records, label, batch_size)
     if not items:
         return []
     prompts = [
@@ -548,9 +556,29 @@ def evaluate(
             for j, i in enumerate(index):
                 texts[i], logprobs[i] = group_texts[j], group_lp[j]
 
-    label = {"model": model_name, "method": method, "level": level, "sparsity": sparsity}
     return [_record(it, records[it.benchmark], prompt, text, lp, label)
             for it, prompt, text, lp in zip(items, prompts, texts, logprobs)]  # fmt: skip
+
+
+def _perplexity_records(model, tokenizer, items, records, label, batch_size) -> list[Record]:
+    """One Record per window of a perplexity benchmark's text (its documents joined by blank
+    lines, cut into `seq_len`-token windows): the window's summed negative log-likelihood and
+    the tokens it predicts."""
+    from lobolib.evaluation.perplexity import perplexity, text_windows
+
+    out = []
+    for name in dict.fromkeys(it.benchmark for it in items):
+        record = records[name]
+        text = "\n\n".join(it.context for it in items if it.benchmark == name)
+        windows = text_windows(text, tokenizer, record.seq_len, record.max_windows)
+        with torch.inference_mode():
+            scored = perplexity(model, windows, batch_size=batch_size)
+        for index, (row, nll) in enumerate(zip(windows.tolist(), scored["window_nll"])):
+            out.append(Record(**label, benchmark=name, subject=name, item_id=f"window/{index}", gold="",
+                              prompt_hash=prompt_hash(" ".join(map(str, row))), raw_response="", answer=None,
+                              tier="perplexity", invalid_reason=None, option_logprobs={}, loglik_answer=None,
+                              nll=float(nll), tokens=int(scored["window_tokens"])))  # fmt: skip
+    return out
 
 
 _TOKENIZED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

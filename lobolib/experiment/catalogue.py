@@ -4,6 +4,7 @@ first use)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from lobolib import benchmarks
@@ -25,7 +26,9 @@ def benchmark(config: RunConfig, name: str) -> Benchmark:
     bench = config.benchmarks[name]
     if bench.declared:
         return benchmarks.declare(name, bench.declaration())
-    return benchmarks.get(name)
+    record = benchmarks.get(name)
+    windows = {k: getattr(bench, k) for k in ("seq_len", "max_windows") if getattr(bench, k) is not None}
+    return dataclasses.replace(record, **windows) if windows else record
 
 
 def benchmark_records(config: RunConfig) -> dict[str, Benchmark]:

@@ -51,6 +51,10 @@ Schema (every key optional except where noted; shown with its default)::
         shots: 0                # solved examples before each question (from the benchmark's shot split)
         subjects: null          # MMLU: subject names or groups (benchmarks.SUBJECT_GROUPS); default [medical, logic]
         max_items_per_subject: null   # MMLU: first N per subject (the reference study: 200)
+      wikitext2:                # held-out text (perplexity): wikitext2, pubmed_abstracts
+        source: hub             # hub | a local text file (wikitext2) or ori_pqal.json folder (pubmed_abstracts)
+        seq_len: 512            # tokens per window
+        max_windows: null       # at most this many windows (null: all the text gives)
       my_exam:                  # ... or one declared here (see lobolib.benchmarks.declared)
         kind: multiple_choice
         source: data/my_exam.jsonl
@@ -93,7 +97,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from lobolib.benchmarks import BUILT_IN, KINDS, SUBJECT_GROUPS, expand_subjects
+from lobolib.benchmarks import BUILT_IN, KINDS, PERPLEXITY, SUBJECT_GROUPS, expand_subjects
 from lobolib.benchmarks.declared import FIELD_KEYS, SOURCE_KEYS
 from lobolib.benchmarks.prompts import MULTIPLE_CHOICE_TEMPLATES
 from lobolib.errors import LoboError
@@ -205,6 +209,8 @@ class BenchmarkConfig:
     shots: int = 0
     subjects: list[str] | None = None
     max_items_per_subject: int | None = None
+    seq_len: int | None = None
+    max_windows: int | None = None
     kind: str | None = None
     config: str | None = None
     question: str | None = None
@@ -743,8 +749,15 @@ def _check_benchmarks(config: RunConfig) -> None:
             raise LoboError(f"{where}.kind: {bench.kind!r} is not one of {', '.join(KINDS)}")
         elif config.benchmarks[name].source in (None, "hub", "embedded"):
             raise LoboError(f"{where}.source: give the declared benchmark's file or hub dataset id")
+        perplexity = builtin is not None and builtin.kind == PERPLEXITY
+        for key in ("seq_len", "max_windows"):
+            value = getattr(bench, key)
+            if value is not None and not perplexity:
+                raise LoboError(f"{where}.{key}: only a perplexity benchmark (wikitext2, pubmed_abstracts) has windows")
+            if value is not None and value < (2 if key == "seq_len" else 1):
+                raise LoboError(f"{where}.{key}: {value} is too small")
         templates = builtin.templates if builtin is not None else MULTIPLE_CHOICE_TEMPLATES
-        if bench.template not in templates:
+        if not perplexity and bench.template not in templates:
             raise LoboError(f"{where}.template: {bench.template!r} is not one of {', '.join(templates)}")
         if bench.max_new_tokens is not None and not 1 <= bench.max_new_tokens <= MAX_NEW_TOKENS:
             raise LoboError(f"{where}.max_new_tokens: {bench.max_new_tokens} must be between 1 and {MAX_NEW_TOKENS}")

@@ -40,7 +40,7 @@ import pandas as pd
 from lobolib import __version__
 from lobolib.errors import LoboError
 from lobolib.experiment.files import atomic_write_text, slug
-from lobolib.records import DENSE, RECORD_FIELDS, Record, record_to_json
+from lobolib.records import DENSE, RECORD_FIELDS, REQUIRED_FIELDS, Record, record_to_json
 
 LEVEL_DECIMALS = 4
 _HEADER = "_header"
@@ -110,7 +110,7 @@ def parse_cell_file(path: Path) -> tuple[dict, list[dict]]:
             row = json.loads(line)
         except ValueError:
             raise Corrupt(f"line {number} is not valid JSON") from None
-        if not isinstance(row, dict) or any(name not in row for name in RECORD_FIELDS):
+        if not isinstance(row, dict) or any(name not in row for name in REQUIRED_FIELDS):
             raise Corrupt(f"line {number} is not a record")
         rows.append(row)
     return header, rows
@@ -344,7 +344,7 @@ def _legacy_rows(path: Path) -> list[tuple[dict, list[dict]]] | None:
 def _legacy_records(rows: list[dict], method: str) -> tuple[list[Record], list[dict]]:
     """Old-layout rows as Records of `method` (dense at sparsity 0), their extra keys kept."""
     records, extra = [], []
-    old_fields = set(RECORD_FIELDS) - {"method", "level"}
+    old_fields = set(REQUIRED_FIELDS) - {"method", "level"}
     for row in rows:
         sparsity = float(row["sparsity"])
         values = {name: row[name] for name in old_fields}
