@@ -83,3 +83,76 @@ def test_pattern_needs_whole_groups():
     with pytest.raises(LoboError, match="multiple of 8"):
         prune(model, 0.5, pattern="4:8")
     prune(copy.deepcopy(model), 0.5, pattern="2:4")
+
+
+# --- wanda ---------------------------------------------------------------------------------------
+
+
+def calibration(n=6, length=12, seed=0):
+    return torch.randint(0, 97, (n, length), generator=torch.Generator().manual_seed(seed))
+
+
+def q_proj_input_norms(model, tokens):
+    """||x_j||_2 of every layer's q_proj input in a forward of `model` (these inputs depend only on
+    the layers before, so they are what Wanda observed if those were already pruned)."""
+    norms, handles = {}, []
+    for index, layer in enumerate(model.model.layers):
+        def keep(module, args, out, index=index):
+            norms[index] = args[0].reshape(-1, args[0].shape[-1]).float().square().sum(0).sqrt()
+        handles.append(layer.self_attn.q_proj.register_forward_hook(keep))
+    with torch.no_grad():
+        model(input_ids=tokens, use_cache=False)
+    for handle in handles:
+        handle.remove()
+    return norms
+
+
+@pytest.mark.parametrize("sparsity", [0.37, 0.5, 0.9])
+def test_wanda_zeros_exactly_round_s_n_per_matrix(sparsity):
+    model = tiny()
+    report = prune(model, sparsity, method="wanda", calibration=calibration())
+    for name, module in prunable_linears(model):
+        assert int((module.weight == 0).sum()) == round(sparsity * module.weight.numel()), name
+    assert report["calibration"]["samples"] == 6 and report["calibration_pass"]["layers"] == 2
+
+
+def test_wanda_drops_the_lowest_weight_times_input_norm_in_every_row():
+    dense, tokens = tiny(seed=3), calibration(seed=3)
+    model = copy.deepcopy(dense)
+    prune(model, 0.5, method="wanda", calibration=tokens)
+    norms = q_proj_input_norms(model, tokens)
+    for index, layer in enumerate(model.model.layers):
+        before = dense.model.layers[index].self_attn.q_proj.weight
+        gone = layer.self_attn.q_proj.weight == 0
+        score = before.abs() * norms[index]
+        assert bool((gone.sum(1) == before.shape[1] // 2).all())
+        high = torch.where(gone, score, torch.full_like(score, -1)).amax(1)
+        low = torch.where(gone, torch.full_like(score, 1e9), score).amin(1)
+        assert bool((high <= low * (1 + 1e-5)).all())
+        kept = ~gone
+        assert torch.equal(layer.self_attn.q_proj.weight[kept], before[kept])  # no update
+
+
+@pytest.mark.parametrize("pattern", ["2:4", "4:8"])
+def test_wanda_nm_is_exact_in_every_group(pattern):
+    model = tiny()
+    prune(model, 0.5, method="wanda", pattern=pattern, calibration=calibration())
+    n, m = map(int, pattern.split(":"))
+    assert all(nm_groups_exact(w, n, m) for w in weights(model))
+
+
+def test_wanda_is_deterministic_and_differs_from_magnitude():
+    tokens = calibration(seed=5)
+    first, second, magnitude = tiny(seed=5), tiny(seed=5), tiny(seed=5)
+    prune(first, 0.5, method="wanda", calibration=tokens)
+    prune(second, 0.5, method="wanda", calibration=tokens)
+    prune(magnitude, 0.5)
+    assert all(torch.equal(a, b) for a, b in zip(weights(first), weights(second)))
+    assert not all(torch.equal(a == 0, b == 0) for a, b in zip(weights(first), weights(magnitude)))
+
+
+def test_calibrated_methods_refuse_the_lm_head_and_foreign_token_ids():
+    with pytest.raises(LoboError, match="magnitude pruning only"):
+        prune(tiny(), 0.5, method="wanda", calibration=calibration(), include_lm_head=True)
+    with pytest.raises(LoboError, match="vocabulary"):
+        prune(tiny(), 0.5, method="wanda", calibration=calibration() + 97)

@@ -41,7 +41,10 @@ from lobolib.compress.magnitude import (  # noqa: F401 - public names of lobolib
     sparsity_report,
 )
 from lobolib.compress.methods import METHODS, PATTERNS, PRUNE_METHODS, check_prune_request  # noqa: F401
-from lobolib.compress.patterns import check_groups, prune_nm
+from lobolib.compress import layerwise
+from lobolib.compress.calibration import describe
+from lobolib.compress.layerwise import ColumnNorms, decoder_layers, layer_linears
+from lobolib.compress.patterns import check_groups, prune_nm, prune_rows
 from lobolib.errors import LoboError
 
 
@@ -75,7 +78,55 @@ def _magnitude(model: nn.Module, request: Request) -> dict:
     return {}
 
 
-_PRUNERS = {"magnitude": _magnitude}
+class _Wanda:
+    """Wanda's layer step: score |W_ij| * ||X_j||_2, compared within each output row."""
+
+    def __init__(self, request: Request, targets: set[int]):
+        self.request, self.targets = request, targets
+
+    def observers(self, index, layer):
+        return {name: ColumnNorms(module.in_features, module.weight.device)
+                for name, module in layer_linears(layer) if id(module) in self.targets}
+
+    def compress(self, index, layer, observed):
+        for name, norms in observed.items():
+            weight = layer.get_submodule(name).weight.detach()
+            column = norms.sumsq.sqrt()
+            score = lambda a, b, w=weight, c=column: w[a:b].abs().float() * c  # noqa: E731
+            if self.request.nm is None:
+                prune_rows(weight, score, round(self.request.sparsity * weight.numel()))
+            else:
+                prune_nm(weight, score, *self.request.nm)
+
+
+def _wanda(model: nn.Module, request: Request) -> dict:
+    """Wanda (Sun et al. 2023): per output row, zero the weights of smallest |W_ij| * ||X_j||_2,
+    X the calibration inputs of the layer; no weight update. Calibrated layer by layer."""
+    return _calibrated(model, request, _Wanda(request, _targets(model, request)))
+
+
+def _targets(model: nn.Module, request: Request) -> set[int]:
+    """ids of the modules to prune; LoboError if one lies outside the decoder layers."""
+    if request.include_lm_head:
+        raise LoboError("include_lm_head=True is for magnitude pruning only: the calibrated methods "
+                        "prune the decoder layers; set include_lm_head to False")
+    targets = {id(module) for _, module in prunable_linears(model)}
+    inside = {id(module) for layer in decoder_layers(model) for _, module in layer_linears(layer)}
+    outside = [name for name, module in prunable_linears(model) if id(module) not in inside]
+    if outside:
+        raise LoboError(f"{outside[0]} is a linear layer outside the decoder layers, which the "
+                        "calibrated methods cannot reach; use method='magnitude'")
+    return targets
+
+
+def _calibrated(model: nn.Module, request: Request, step) -> dict:
+    """Run a method's layer step through the calibration pass; report fields."""
+    info = layerwise.run(model, request.calibration, step, offload=request.options.get("offload", "auto"),
+                         batch_size=request.options.get("batch_size"))
+    return {"calibration": describe(request.calibration), "calibration_pass": info}
+
+
+_PRUNERS = {"magnitude": _magnitude, "wanda": _wanda}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,7 +148,7 @@ def _check_matrices(model: nn.Module, request: Request) -> list[tuple[str, torch
 @torch.no_grad()
 def prune(model: nn.Module, sparsity: float, *, method: str = "magnitude", pattern: str | None = None,
           calibration: torch.Tensor | None = None, scope: str = "layer",
-          include_lm_head: bool = False) -> dict:
+          include_lm_head: bool = False, offload: str = "auto", batch_size: int | None = None) -> dict:
     """Prune the model's linear layers in place to `sparsity` with `method`; returns a report.
 
     method: one of magnitude, wanda, sparsegpt, heads (see the module docstring). pattern: None
@@ -105,7 +156,9 @@ def prune(model: nn.Module, sparsity: float, *, method: str = "magnitude", patte
     calibration: LongTensor [n_samples, seq_len] of token ids, required by wanda, sparsegpt and
     heads (lobolib.calibration.calibration_tokens). scope: "layer" (each matrix loses the same
     fraction) or, for magnitude only, "global". include_lm_head: prune the output embedding too
-    (magnitude only; refused when tied to the input embeddings).
+    (magnitude only; refused when tied to the input embeddings). offload, batch_size: where the
+    calibration pass keeps its activations and how many samples go per layer forward
+    (lobolib.compress.layerwise.run).
 
     Report: ``method``, ``pattern``, ``scope``, ``sparsity`` (asked), ``include_lm_head``,
     ``matrices``, ``weights`` (their total size), ``zeros`` ({matrix: zeros after pruning}),
@@ -116,7 +169,10 @@ def prune(model: nn.Module, sparsity: float, *, method: str = "magnitude", patte
     level, nm = check_prune_request(method, sparsity, pattern, scope, calibrated=calibration is not None)
     if not isinstance(include_lm_head, bool):
         raise LoboError(f"include_lm_head must be True or False, got {include_lm_head!r}")
-    request = Request(level, nm, scope, include_lm_head, calibration, {})
+    if calibration is not None:
+        calibration = layerwise.check_tokens(model, calibration)
+    request = Request(level, nm, scope, include_lm_head, calibration,
+                      {"offload": offload, "batch_size": batch_size})
     named = _check_matrices(model, request)
     extras = _PRUNERS[method](model, request)
     _synchronize(named)
