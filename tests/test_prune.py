@@ -156,3 +156,52 @@ def test_calibrated_methods_refuse_the_lm_head_and_foreign_token_ids():
         prune(tiny(), 0.5, method="wanda", calibration=calibration(), include_lm_head=True)
     with pytest.raises(LoboError, match="vocabulary"):
         prune(tiny(), 0.5, method="wanda", calibration=calibration() + 97)
+
+
+# --- sparsegpt -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sparsity", [0.37, 0.5])
+def test_sparsegpt_zeros_exactly_round_s_n_per_matrix_and_updates_the_kept_weights(sparsity):
+    dense = tiny()
+    model = copy.deepcopy(dense)
+    report = prune(model, sparsity, method="sparsegpt", calibration=calibration())
+    for (name, module), before in zip(prunable_linears(model), weights(dense)):
+        w = module.weight
+        assert int((w == 0).sum()) == round(sparsity * w.numel()), name
+        assert not torch.equal(w[w != 0], before[w != 0])  # OBS moved the survivors
+    assert report["sparsegpt"]["block"] == 128 and report["sparsegpt"]["dampening"] == 0.01
+    assert set(report["sparsegpt"]["obs_error"]) == {f"{i}.{n.split('layers.')[1][2:]}" for i in range(2)
+                                                    for n, _ in prunable_linears(model) if f"layers.{i}." in n}
+
+
+@pytest.mark.parametrize("pattern", ["2:4", "4:8"])
+def test_sparsegpt_nm_is_exact_in_every_group(pattern):
+    model = tiny(torch.bfloat16)
+    prune(model, 0.5, method="sparsegpt", pattern=pattern, calibration=calibration())
+    n, m = map(int, pattern.split(":"))
+    assert all(nm_groups_exact(w, n, m) for w in weights(model))
+    assert all(w.dtype == torch.bfloat16 for w in weights(model))
+
+
+def test_joint_sparsegpt_and_4_bit_groups():
+    model = tiny()
+    report = prune(model, 0.5, method="sparsegpt", pattern="2:4", calibration=calibration(),
+                   quantize_bits=4, group_size=16)
+    for w in weights(model):
+        assert bool(((w == 0).reshape(w.shape[0], -1, 4).sum(-1) >= 2).all())
+        for group in w.reshape(-1, 16):
+            assert group.unique().numel() <= 16
+    assert report["quantization"] == {"bits": 4, "group_size": 16, "symmetric": False}
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"method": "wanda", "quantize_bits": 4}, "method='sparsegpt'"),
+    ({"method": "sparsegpt", "quantize_bits": 7}, "bits"),
+    ({"method": "sparsegpt", "quantize_bits": 4, "group_size": 24}, "dividing 128"),
+    ({"method": "sparsegpt", "quantize_bits": 4, "group_size": 64}, "does not divide the 32"),
+    ({"method": "sparsegpt", "dampening": 0}, "dampening"),
+])
+def test_bad_sparsegpt_options_are_lobo_errors(kwargs, message):
+    with pytest.raises(LoboError, match=message):
+        prune(tiny(), 0.5, calibration=calibration(), **kwargs)

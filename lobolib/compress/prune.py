@@ -40,8 +40,11 @@ from lobolib.compress.magnitude import (  # noqa: F401 - public names of lobolib
     prunable_linears,
     sparsity_report,
 )
-from lobolib.compress.methods import METHODS, PATTERNS, PRUNE_METHODS, check_prune_request  # noqa: F401
-from lobolib.compress import layerwise
+from lobolib.compress.methods import (  # noqa: F401
+    METHODS, PATTERNS, PRUNE_METHODS, check_prune_request, check_quantize_request)
+from lobolib.compress import bits as storage_bits
+from lobolib.compress import layerwise, obs
+from lobolib.compress.grid import Grid, check_group_size
 from lobolib.compress.calibration import describe
 from lobolib.compress.layerwise import ColumnNorms, decoder_layers, layer_linears
 from lobolib.compress.patterns import check_groups, prune_nm, prune_rows
@@ -126,11 +129,43 @@ def _calibrated(model: nn.Module, request: Request, step) -> dict:
     return {"calibration": describe(request.calibration), "calibration_pass": info}
 
 
-_PRUNERS = {"magnitude": _magnitude, "wanda": _wanda}
+def _sparsegpt(model: nn.Module, request: Request) -> dict:
+    """SparseGPT (Frantar & Alistarh 2023): layer-wise OBS with the calibration Hessian, 128-column
+    blocks, 1% dampening (the paper's defaults); with quantize_bits, GPTQ-quantizes the kept
+    weights in the same sweep (the paper's joint mode). See lobolib.compress.obs."""
+    grid = request.options.get("grid")
+    step = obs.ObsStep(_targets(model, request), sparsity=obs.Sparsity(request.sparsity, request.nm),
+                       grid=grid, dampening=request.options["dampening"])
+    report = _calibrated(model, request, step)
+    report["sparsegpt"] = {"block": step.block, "dampening": step.dampening,
+                           "cuda_graphs": step.runner.graphs, "graph_failure": step.runner.failure,
+                           "obs_error": step.errors}
+    if grid is not None:
+        report["quantization"] = {"bits": grid.bits, "group_size": grid.group_size, "symmetric": grid.symmetric}
+    return report
+
+
+_PRUNERS = {"magnitude": _magnitude, "wanda": _wanda, "sparsegpt": _sparsegpt}
 
 
 # ---------------------------------------------------------------------------------------------
 # Public API
+
+
+def _joint_grid(method: str, bits, group_size, symmetric) -> Grid | None:
+    """The quantization grid of joint sparsegpt + GPTQ, or None without quantize_bits."""
+    if bits is None:
+        return None
+    if method != "sparsegpt":
+        raise LoboError(f"quantize_bits is for joint pruning + quantization with method='sparsegpt', "
+                        f"not {method!r}: quantize separately with lobolib.quantize.quantize")
+    check_quantize_request("gptq", bits, group_size, calibrated=True)
+    if group_size is not None and obs.BLOCK % group_size and group_size % obs.BLOCK:
+        raise LoboError(f"joint pruning + quantization needs a group_size dividing {obs.BLOCK} or a "
+                        f"multiple of it (SparseGPT's mask blocks), got {group_size}")
+    if not isinstance(symmetric, bool):
+        raise LoboError(f"symmetric must be True or False, got {symmetric!r}")
+    return Grid(bits, group_size, symmetric)
 
 
 def _check_matrices(model: nn.Module, request: Request) -> list[tuple[str, torch.Tensor]]:
@@ -142,13 +177,18 @@ def _check_matrices(model: nn.Module, request: Request) -> list[tuple[str, torch
     if request.nm is not None:
         for name, weight in named:
             check_groups(name, weight, request.nm[1])
+    grid = request.options.get("grid")
+    if grid is not None and grid.group_size is not None:
+        check_group_size(named, grid.group_size)
     return named
 
 
 @torch.no_grad()
 def prune(model: nn.Module, sparsity: float, *, method: str = "magnitude", pattern: str | None = None,
           calibration: torch.Tensor | None = None, scope: str = "layer",
-          include_lm_head: bool = False, offload: str = "auto", batch_size: int | None = None) -> dict:
+          include_lm_head: bool = False, quantize_bits: int | None = None, group_size: int | None = 128,
+          symmetric: bool = False, dampening: float = obs.DAMPENING, offload: str = "auto",
+          batch_size: int | None = None) -> dict:
     """Prune the model's linear layers in place to `sparsity` with `method`; returns a report.
 
     method: one of magnitude, wanda, sparsegpt, heads (see the module docstring). pattern: None
@@ -156,28 +196,40 @@ def prune(model: nn.Module, sparsity: float, *, method: str = "magnitude", patte
     calibration: LongTensor [n_samples, seq_len] of token ids, required by wanda, sparsegpt and
     heads (lobolib.calibration.calibration_tokens). scope: "layer" (each matrix loses the same
     fraction) or, for magnitude only, "global". include_lm_head: prune the output embedding too
-    (magnitude only; refused when tied to the input embeddings). offload, batch_size: where the
+    (magnitude only; refused when tied to the input embeddings).
+
+    Joint compression (sparsegpt only): ``quantize_bits`` (one of QUANT_BITS) quantizes the kept
+    weights in the same OBS sweep, with ``group_size`` weights per scale (None: per output
+    channel; must divide 128 or be a multiple of it) and ``symmetric`` grids, as
+    lobolib.quantize does. dampening: SparseGPT's λ as a fraction of mean(diag H) (1%).
+    offload, batch_size: where the
     calibration pass keeps its activations and how many samples go per layer forward
     (lobolib.compress.layerwise.run).
 
     Report: ``method``, ``pattern``, ``scope``, ``sparsity`` (asked), ``include_lm_head``,
     ``matrices``, ``weights`` (their total size), ``zeros`` ({matrix: zeros after pruning}),
     ``total_zeros``, ``achieved`` ({matrix: fraction of zeros}), ``achieved_total``,
-    ``seconds``, plus the method's own fields.
+    ``bits_per_weight`` (storage with its metadata, lobolib.compress.bits), ``seconds``, plus the
+    method's own fields.
     """
     started = time.perf_counter()
     level, nm = check_prune_request(method, sparsity, pattern, scope, calibrated=calibration is not None)
     if not isinstance(include_lm_head, bool):
         raise LoboError(f"include_lm_head must be True or False, got {include_lm_head!r}")
+    grid = _joint_grid(method, quantize_bits, group_size, symmetric)
+    if isinstance(dampening, bool) or not isinstance(dampening, (int, float)) or not dampening > 0:
+        raise LoboError(f"dampening must be a positive fraction of the Hessian's mean diagonal, got {dampening!r}")
     if calibration is not None:
         calibration = layerwise.check_tokens(model, calibration)
     request = Request(level, nm, scope, include_lm_head, calibration,
-                      {"offload": offload, "batch_size": batch_size})
+                      {"offload": offload, "batch_size": batch_size, "grid": grid, "dampening": float(dampening)})
     named = _check_matrices(model, request)
     extras = _PRUNERS[method](model, request)
     _synchronize(named)
     zeros = {name: _magnitude_kernel._count_zeros(weight) for name, weight in named}
     total = sum(weight.numel() for _, weight in named)
+    stored = sum(weight.numel() * _bits(method, nm, grid, zeros[name] / weight.numel(), weight.shape[1], extras)
+                 for name, weight in named)
     return {
         "method": method,
         "pattern": pattern,
@@ -190,9 +242,21 @@ def prune(model: nn.Module, sparsity: float, *, method: str = "magnitude", patte
         "total_zeros": sum(zeros.values()),
         "achieved": {name: zeros[name] / weight.numel() for name, weight in named},
         "achieved_total": sum(zeros.values()) / total,
+        "bits_per_weight": stored / total,
         **extras,
         "seconds": time.perf_counter() - started,
     }
+
+
+def _bits(method, nm, grid, achieved, in_features, extras) -> float:
+    """Storage bits per weight of one pruned matrix (lobolib.compress.bits)."""
+    if method == "heads":
+        return storage_bits.heads(1 - extras["heads"]["weights_fraction"])
+    if grid is not None:
+        group = grid.group_size or in_features
+        return storage_bits.nm_quantized(*nm, grid.bits, group) if nm else \
+            storage_bits.sparse_quantized(achieved, grid.bits, group)
+    return storage_bits.nm(*nm) if nm else storage_bits.unstructured(achieved)
 
 
 def _synchronize(named: list[tuple[str, torch.Tensor]]) -> None:
