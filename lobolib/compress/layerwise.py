@@ -281,7 +281,7 @@ def run(model: nn.Module, tokens: torch.Tensor, method: LayerMethod, *, offload:
     tokens: LongTensor [n_samples, seq_len] (checked with check_tokens). offload: "auto", "cpu"
     or "device" (where the activation buffers live). batch_size: samples per layer forward
     (default CALIBRATION_BATCH_TOKENS // seq_len). Returns {"layers", "batch_size", "offload",
-    "seconds"}.
+    "stage_seconds" (capture, observe, compress, propagate), "seconds"}.
     """
     started = time.perf_counter()
     if offload not in OFFLOADS:
@@ -308,6 +308,7 @@ def run(model: nn.Module, tokens: torch.Tensor, method: LayerMethod, *, offload:
 
 def _run_layers(model, layers, tokens, method, batch, storage) -> dict:
     n = tokens.shape[0]
+    clock = _Clock(layers)
     inputs, arguments = _first_layer_inputs(model, layers, tokens, batch, storage)
     outputs = Activations(inputs.data.shape, inputs.data.dtype, storage)
     placed: dict = {}
@@ -317,6 +318,7 @@ def _run_layers(model, layers, tokens, method, batch, storage) -> dict:
             placed[(size, device)] = _to(arguments[size], device)
         return placed[(size, device)]
 
+    seconds = {"capture": clock.lap(), "observe": 0.0, "compress": 0.0, "propagate": 0.0}
     for index, layer in enumerate(layers):
         device = _device_of(layer)
         inputs.follow(device)
@@ -327,14 +329,30 @@ def _run_layers(model, layers, tokens, method, batch, storage) -> dict:
                 x = inputs.load(start, start + batch, device)
                 _forward(layer, x, kwargs_for(x.shape[0], device))
                 batch_done()
+        seconds["observe"] += clock.lap()
         method.compress(index, layer, observers)
         del observers
+        seconds["compress"] += clock.lap()
         if index + 1 < len(layers):
             for start in range(0, n, batch):
                 x = inputs.load(start, start + batch, device)
                 outputs.store(start, start + x.shape[0], _forward(layer, x, kwargs_for(x.shape[0], device)))
             inputs, outputs = outputs, inputs
-    for device in {_device_of(layer) for layer in layers}:
-        if device.type == "cuda":
+        seconds["propagate"] += clock.lap()
+    return {"layers": len(layers), "batch_size": batch, "offload": storage.type,
+            "stage_seconds": seconds}
+
+
+class _Clock:
+    """Wall time between laps, the layers' GPUs synchronized at each lap."""
+
+    def __init__(self, layers):
+        self.devices = {_device_of(layer) for layer in layers if _device_of(layer).type == "cuda"}
+        self.last = time.perf_counter()
+
+    def lap(self) -> float:
+        for device in self.devices:
             torch.cuda.synchronize(device)
-    return {"layers": len(layers), "batch_size": batch, "offload": storage.type}
+        now = time.perf_counter()
+        elapsed, self.last = now - self.last, now
+        return elapsed

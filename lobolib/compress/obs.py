@@ -169,7 +169,9 @@ def sweep_block(W1, U1, mask, scale, zero, Q1, E1, spec: BlockSpec) -> None:
 
 class BlockRunner:
     """Runs sweep_block eagerly, or on CUDA replays it from a graph captured once per block shape
-    (the loop's ~5-12 small kernels per column then cost no Python or launch overhead)."""
+    (the loop's ~5-12 small kernels per column then cost no Python or launch overhead). A new
+    graph's first replay is checked against the eager loop; any capture error or mismatch turns
+    graphs off for the rest of the run (``failure`` says why)."""
 
     def __init__(self, graphs: bool = True):
         self.graphs, self.cache, self.failure = graphs, {}, None
@@ -185,16 +187,31 @@ class BlockRunner:
         entry = self.cache.get(key)
         if entry is None:
             try:
-                entry = self.cache[key] = self._capture(W1, U1, mask, scale, zero, spec)
+                entry = self._capture(W1, U1, mask, scale, zero, spec)
+                self._check(entry, W1, U1, mask, scale, zero, spec)
             except Exception as err:  # noqa: BLE001 - any capture failure: run eagerly from now on
                 self.graphs, self.failure = False, f"{type(err).__name__}: {err}"
                 return self(W1, U1, mask, scale, zero, spec)
+            self.cache[key] = entry
+        return self._replay(entry, W1, U1, mask, scale, zero)
+
+    @staticmethod
+    def _replay(entry, *values):
         inputs, graph, outputs = entry
-        for static, value in zip(inputs, (W1, U1, mask, scale, zero)):
+        for static, value in zip(inputs, values):
             if static is not None:
                 static.copy_(value)
         graph.replay()
         return outputs
+
+    def _check(self, entry, W1, U1, mask, scale, zero, spec) -> None:
+        """The first replay of a new graph must match the eager loop on the same block."""
+        eager = [None if t is None else t.clone() for t in (W1, U1, mask, scale, zero)]
+        Q1, E1 = torch.empty_like(W1), torch.empty_like(W1)
+        sweep_block(*eager, Q1, E1, spec)
+        Qg, Eg = self._replay(entry, W1, U1, mask, scale, zero)
+        if not (torch.allclose(Qg, Q1, rtol=1e-5, atol=1e-6) and torch.allclose(Eg, E1, rtol=1e-5, atol=1e-6)):
+            raise RuntimeError("the captured block differs from the eager loop")
 
     @staticmethod
     def _capture(W1, U1, mask, scale, zero, spec):
