@@ -189,3 +189,55 @@ def test_block_runner_without_cuda_runs_the_eager_loop():
 def test_sweep_block_size_never_splits_a_group():
     assert obs.sweep_block_size(None) == 128 and obs.sweep_block_size(64) == 128
     assert obs.sweep_block_size(256) == 128 and obs.sweep_block_size(96) == 96
+
+
+class FakeGraph:
+    """Stands in for a CUDA graph on the CPU: replay runs the block (or garbage, if broken)."""
+
+    def __init__(self, inputs, outputs, spec, broken):
+        self.inputs, self.outputs, self.spec, self.broken = inputs, outputs, spec, broken
+        self.replays = 0
+
+    def replay(self):
+        self.replays += 1
+        work = [None if t is None else t.clone() for t in self.inputs]
+        obs.sweep_block(*work, *self.outputs, self.spec)
+        if self.broken:
+            self.outputs[0].add_(1.0)
+
+
+class CpuGraphRunner(BlockRunner):
+    def __init__(self, broken=False):
+        super().__init__(graphs=True)
+        self.broken, self.captures = broken, 0
+
+    def _use_graphs(self, W1):
+        return self.graphs
+
+    def _capture(self, W1, U1, mask, scale, zero, spec):
+        self.captures += 1
+        inputs = [None if t is None else t.clone() for t in (W1, U1, mask, scale, zero)]
+        outputs = (torch.empty_like(W1), torch.empty_like(W1))
+        return inputs, FakeGraph(inputs, outputs, spec, self.broken), outputs
+
+
+def test_graph_path_captures_once_per_block_shape_and_matches_eager():
+    W, X = problem(11, cols=96)
+    U = factor(X)
+    eager, graphed = W.t().contiguous(), W.t().contiguous()
+    sweep(eager, U, [(0, ROWS)], sparsity=Sparsity(0.5, (2, 4)), grid=Grid(4, 16), block=32)
+    runner = CpuGraphRunner()
+    sweep(graphed, U, [(0, ROWS)], sparsity=Sparsity(0.5, (2, 4)), grid=Grid(4, 16), block=32, runner=runner)
+    assert runner.captures == 1 and runner.failure is None and runner.graphs
+    torch.testing.assert_close(graphed, eager)
+
+
+def test_a_graph_that_disagrees_with_eager_turns_graphs_off():
+    W, X = problem(12)
+    U = factor(X)
+    eager, graphed = W.t().contiguous(), W.t().contiguous()
+    sweep(eager, U, [(0, ROWS)], sparsity=Sparsity(0.5), block=32)
+    runner = CpuGraphRunner(broken=True)
+    sweep(graphed, U, [(0, ROWS)], sparsity=Sparsity(0.5), block=32, runner=runner)
+    assert not runner.graphs and "differs from the eager loop" in runner.failure
+    assert torch.equal(graphed, eager)

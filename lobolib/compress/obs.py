@@ -179,7 +179,7 @@ class BlockRunner:
     def __call__(self, W1, U1, mask, scale, zero, spec: BlockSpec):
         if spec.nm is not None and mask is None:
             mask = torch.zeros(W1.shape, dtype=torch.bool, device=W1.device)
-        if not (self.graphs and W1.is_cuda):
+        if not self._use_graphs(W1):
             Q1, E1 = torch.empty_like(W1), torch.empty_like(W1)
             sweep_block(W1, U1, mask, scale, zero, Q1, E1, spec)
             return Q1, E1
@@ -194,6 +194,9 @@ class BlockRunner:
                 return self(W1, U1, mask, scale, zero, spec)
             self.cache[key] = entry
         return self._replay(entry, W1, U1, mask, scale, zero)
+
+    def _use_graphs(self, W1) -> bool:
+        return self.graphs and W1.is_cuda
 
     @staticmethod
     def _replay(entry, *values):
