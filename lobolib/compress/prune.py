@@ -45,6 +45,7 @@ from lobolib.compress.methods import (  # noqa: F401
 from lobolib.compress import bits as storage_bits
 from lobolib.compress import layerwise, obs
 from lobolib.compress.grid import Grid, check_group_size
+from lobolib.compress.heads import HeadPruning
 from lobolib.compress.calibration import describe
 from lobolib.compress.layerwise import ColumnNorms, decoder_layers, layer_linears
 from lobolib.compress.patterns import check_groups, prune_nm, prune_rows
@@ -145,7 +146,17 @@ def _sparsegpt(model: nn.Module, request: Request) -> dict:
     return report
 
 
-_PRUNERS = {"magnitude": _magnitude, "wanda": _wanda, "sparsegpt": _sparsegpt}
+def _heads(model: nn.Module, request: Request) -> dict:
+    """Whole attention heads: each layer loses round(sparsity * heads) query heads of least output
+    energy through o_proj on the calibration data (lobolib.compress.heads)."""
+    _targets(model, request)
+    step = HeadPruning(model, request.sparsity)
+    report = _calibrated(model, request, step)
+    report["heads"] = step.summary(sum(m.weight.numel() for _, m in prunable_linears(model)))
+    return report
+
+
+_PRUNERS = {"magnitude": _magnitude, "wanda": _wanda, "sparsegpt": _sparsegpt, "heads": _heads}
 
 
 # ---------------------------------------------------------------------------------------------
