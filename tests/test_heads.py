@@ -80,7 +80,8 @@ def test_score_is_each_heads_output_energy_through_o_proj():
     for head in range(8):
         alone = torch.zeros_like(x)
         alone[:, head * 8:(head + 1) * 8] = x[:, head * 8:(head + 1) * 8]
-        energy = float((o_proj(alone) ** 2).sum())
+        with torch.no_grad():
+            energy = float((o_proj(alone) ** 2).sum())
         assert scores[head].item() == pytest.approx(energy, rel=1e-4)
 
 
