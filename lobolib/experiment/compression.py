@@ -11,7 +11,7 @@ level; their fingerprint goes into each level's report.
 from __future__ import annotations
 
 from lobolib.errors import LoboError
-from lobolib.experiment.setting import Calibration, Setting
+from lobolib.experiment.setting import DENSE_BITS, Calibration, Setting
 
 
 class Compressor:
@@ -24,14 +24,18 @@ class Compressor:
         self.restores = restores
         self.state: tuple[str, float] | None = None  # (description, level) the model holds; None: dense
         self.snapshot = None
+        self.checked = False
         self._windows: dict[Calibration, object] = {}
 
     def __call__(self, model, setting: Setting, level: float) -> dict:
         """Compress `model` in place to `setting` at `level`; returns the level's report."""
+        if not self.checked:
+            _check_not_compressed_beyond(model, setting, level)
+            self.checked = True
         if self.restores and self.snapshot is None:
-            from lobolib.compress.snapshot import DenseWeights
+            from lobolib.compress.snapshot import Snapshot
 
-            self.snapshot = DenseWeights(model)
+            self.snapshot = Snapshot.take(model, include_lm_head=True)
         on_top = setting.nests and self.state is not None and self.state[0] == setting.description \
             and self.state[1] <= level
         if self.state is not None and not on_top:
@@ -40,11 +44,12 @@ class Compressor:
                                 "load it afresh (Compressor(restores=True) keeps one)")
             self.snapshot.restore(model)
             self.state = None
-        report = {"setting": setting.name, "method": setting.method_at(level), "level": level}
+        report = {}
         if not setting.is_dense(level):
-            report.update(_apply(model, setting, level, self._calibration(model, setting)))
+            report = _apply(model, setting, level, self._calibration(model, setting))
             self.state = (setting.description, level)
-        return {**report, **_achieved(model, setting)}
+        return {**report, **_achieved(model, setting, report.get("bits_per_weight", DENSE_BITS)),
+                "setting": setting.name, "method": setting.method_at(level), "level": level}
 
     def _calibration(self, model, setting: Setting):
         if setting.calibration is None:
@@ -56,8 +61,24 @@ class Compressor:
                 raise LoboError(f"{setting.name}: calibration needs the model's tokenizer")
             c = setting.calibration
             self._windows[c] = calibration_tokens(c.source, self.tokenizer, n_samples=c.n_samples,
-                                                  seq_len=c.seq_len, seed=c.seed)  # fmt: skip
+                                                  seq_len=c.seq_len, seed=c.seed, data_dir=c.data_dir)  # fmt: skip
         return self._windows[setting.calibration]
+
+
+PRUNED_TOLERANCE = 0.005  # zeros a dense model may hold beyond the level before it counts as pruned
+
+
+def _check_not_compressed_beyond(model, setting: Setting, level: float) -> None:
+    """Refuse a model that already holds more zeros than `level` allows (e.g. one left pruned by
+    an earlier sweep in the same notebook): its records would describe a sparser model."""
+    from lobolib.prune import sparsity_report
+
+    pruned = sparsity_report(model, include_lm_head=setting.include_lm_head)["pruned"]
+    if pruned > setting.sparsity_at(level) + PRUNED_TOLERANCE:
+        raise LoboError(
+            f"the model is already {pruned:.1%} sparse, beyond the first level to evaluate ({level:g}); "
+            "compression cannot be undone in place: load the model afresh (models.load_model) and rerun"
+        )
 
 
 def _apply(model, setting: Setting, level: float, calibration) -> dict:
@@ -81,9 +102,12 @@ def _apply(model, setting: Setting, level: float, calibration) -> dict:
     return report
 
 
-def _achieved(model, setting: Setting) -> dict:
-    """The fraction of zeros the model now holds (compressed matrices, and all parameters)."""
+def _achieved(model, setting: Setting, bits_per_weight: float) -> dict:
+    """The fraction of zeros the model now holds (compressed matrices, and all parameters), and
+    its size at `bits_per_weight` for the compressed matrices (lobolib.compress.bits)."""
+    from lobolib.compress.bits import model_bytes
     from lobolib.prune import sparsity_report
 
     report = sparsity_report(model, include_lm_head=setting.include_lm_head)
-    return {k: report[k] for k in ("pruned", "overall", "per_matrix")}
+    return {**{k: report[k] for k in ("pruned", "overall", "per_matrix")}, "bits_per_weight": bits_per_weight,
+            "model_bytes": model_bytes(model, bits_per_weight, include_lm_head=setting.include_lm_head)}

@@ -35,7 +35,9 @@ Schema (every key optional except where noted; shown with its default)::
         scope: layer            # magnitude: layer (per matrix) | global
         include_lm_head: false
         pattern: null           # N:M, e.g. "2:4"
-        calibration: null       # {source: wikitext2, n_samples: 128, seq_len: 2048, seed: 0}
+        calibration: null       # {source: wikitext2, n_samples: 128, seq_len: 2048, seed: 0}; source c4 |
+                                # wikitext2 | pubmed (general/medical, hub) | pubmedqa-train (with
+                                # data_dir: PQA-L outside its test split) | a .txt / .jsonl file
         group_size: 128         # quantization: weights per scale (null: one per output channel)
         symmetric: false
         levels: null            # default: the sparsity grid (or the bit widths for quantization)
@@ -174,10 +176,11 @@ class PruneConfig:
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    source: str = "wikitext2"
+    source: str = "wikitext2"  # c4 | wikitext2 | pubmed | pubmedqa-train | a .txt or .jsonl file
     n_samples: int = 128
     seq_len: int = 2048
     seed: int = 0
+    data_dir: str | None = None  # pubmedqa-train: the folder of ori_pqal.json and test_ground_truth.json
 
 
 @dataclass(frozen=True)
@@ -705,12 +708,25 @@ def _check_settings(config: RunConfig) -> None:
             c = s.calibration
             if c.n_samples < 1 or c.seq_len < 2:
                 raise LoboError(f"{where}.calibration: n_samples must be at least 1 and seq_len at least 2")
+            if c.source == "pubmedqa-train":
+                _check_pubmedqa_train(config, c, where)
         if s.group_size is not None and s.group_size < 1:
             raise LoboError(f"{where}.group_size: {s.group_size} must be at least 1 (or null: per output channel)")
         setting = _checked_setting(s, config, where)
         if setting.name in names:
             raise LoboError(f"{where}.name: {setting.name!r} names two settings; give each its own name")
         names.add(setting.name)
+
+
+def _check_pubmedqa_train(config: RunConfig, c: CalibrationConfig, where: str) -> None:
+    """Calibrating on PQA-L's non-test items means evaluating PubMedQA on its test split only."""
+    if c.data_dir is None:
+        raise LoboError(f"{where}.calibration.data_dir: pubmedqa-train needs the folder of ori_pqal.json "
+                        "and test_ground_truth.json")
+    pubmedqa = config.benchmarks.get("pubmedqa")
+    if pubmedqa is not None and pubmedqa.enabled and pubmedqa.split != "test":
+        raise LoboError(f"{where}.calibration: pubmedqa-train calibrates on PubMedQA items that benchmarks.pubmedqa "
+                        "would evaluate; set benchmarks.pubmedqa.split: test (its 500 held-out items)")
 
 
 def _checked_setting(s: SettingConfig, config: RunConfig, where: str) -> Setting:

@@ -220,8 +220,10 @@ def sweep_models(config: RunConfig, store: RecordStore, items: dict, benchmarks:
     options = catalogue.eval_options(config, items, benchmarks)
     summaries = []
     for model_config in config.models:
-        missing = sum(len(missing_cells(store, model_config.name, s, list(items))) for s in settings)
-        total = sum(len(s.levels) for s in settings) * len(items)
+        cells = {(s.method_at(v), s.cell_level(v), b) for s in settings for v in s.levels for b in items}
+        missing = len({(s.method_at(v), s.cell_level(v), b) for s in settings
+                       for v, b in missing_cells(store, model_config.name, s, list(items))})
+        total = len(cells)
         if not missing:
             print(f"{model_config.name}: all {total} cells already on disk")
             continue

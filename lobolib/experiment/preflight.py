@@ -142,10 +142,14 @@ def _local(source: str) -> bool:
 
 
 def _calibration(s, index: int):
-    if s.calibration is None or s.calibration.source in NAMED_CALIBRATION:
+    """Local calibration files and folders must exist (absolute paths kept)."""
+    c = s.calibration
+    if c is None:
         return s
-    path = existing(s.calibration.source, f"compression.{index}.calibration.source")
-    return dataclasses.replace(s, calibration=dataclasses.replace(s.calibration, source=path))
+    where = f"compression.{index}.calibration"
+    source = c.source if c.source in NAMED_CALIBRATION else existing(c.source, f"{where}.source")
+    data_dir = existing(c.data_dir, f"{where}.data_dir") if c.data_dir is not None else None
+    return dataclasses.replace(s, calibration=dataclasses.replace(c, source=source, data_dir=data_dir))
 
 
 def _items(config: RunConfig, name: str) -> None:

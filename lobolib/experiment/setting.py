@@ -31,6 +31,7 @@ class Calibration:
     n_samples: int = 128
     seq_len: int = 2048
     seed: int = 0
+    data_dir: str | None = None  # pubmedqa-train: the folder of ori_pqal.json + test_ground_truth.json
 
     def describe(self) -> str:
         """"calib=pubmed", with any option that differs from the papers' 128 x 2048, seed 0."""
@@ -61,7 +62,7 @@ class Setting:
     @property
     def unit(self) -> str:
         """"sparsity" or "bits": what a level counts."""
-        return self.info.unit
+        return "bits" if self.info.kind == "quantize" else "sparsity"
 
     @property
     def nests(self) -> bool:
@@ -93,6 +94,10 @@ class Setting:
     def method_at(self, level: float) -> str:
         """The `method` of a record at `level`: "dense" where nothing is compressed."""
         return DENSE if self.is_dense(level) else self.description
+
+    def cell_level(self, level: float) -> float:
+        """The level a cell is stored at: 0 for the dense model (also at 16 bits), else `level`."""
+        return 0.0 if self.is_dense(level) else float(level)
 
     def sparsity_at(self, level: float) -> float:
         """The fraction of weights set to zero at `level`."""
@@ -146,5 +151,5 @@ def check_method(method: str, pattern: str | None, scope: str, where: str) -> No
     if pattern is not None and (pattern not in PATTERNS or not METHODS[method].patterns):
         allowed = ", ".join(PATTERNS) if METHODS[method].patterns else "none"
         raise LoboError(f"{where}.pattern: {pattern!r} does not apply to {method} (patterns: {allowed})")
-    if scope not in SCOPES:
-        raise LoboError(f"{where}.scope: {scope!r} is not one of {', '.join(SCOPES)}")
+    if scope not in METHODS[method].scopes:
+        raise LoboError(f"{where}.scope: {scope!r} is not one of {', '.join(METHODS[method].scopes)} for {method}")

@@ -35,7 +35,6 @@ from lobolib.experiment.setting import Setting
 from lobolib.experiment.store import RecordStore, level_key
 from lobolib.records import Item
 
-PRUNED_TOLERANCE = 0.005  # zeros a dense model may hold beyond the level before it counts as pruned
 EVAL_OPTION_KEYS = ("max_new_tokens", "batch_size", "template", "shots", "benchmarks")
 SUMMARY_COLUMNS = (
     "model", "setting", "method", "level", "benchmark", "status", "n_items", "accuracy", "invalid_rate",
@@ -50,21 +49,8 @@ def missing_cells(store: RecordStore, model_name: str, setting: Setting, benchma
         (level, benchmark)
         for level in setting.levels
         for benchmark in benchmarks
-        if not store.has(model_name, setting.method_at(level), level, benchmark)
+        if not store.has(model_name, setting.method_at(level), setting.cell_level(level), benchmark)
     ]
-
-
-def _check_not_pruned_beyond(model, level: float, include_lm_head: bool) -> None:
-    """Refuse a model that already holds more zeros than `level` allows (e.g. one left pruned by
-    an earlier sweep in the same notebook): its records at `level` would describe a sparser model."""
-    from lobolib.compress import prune
-
-    pruned = prune.sparsity_report(model, include_lm_head=include_lm_head)["pruned"]
-    if pruned > level + PRUNED_TOLERANCE:
-        raise LoboError(
-            f"the model is already {pruned:.1%} sparse, beyond the first level to evaluate ({level:.1%}); "
-            "pruning cannot be undone in place: load the model afresh (models.load_model) and rerun"
-        )
 
 
 def _check_item_sets(item_sets: Mapping[str, Sequence[Item]]) -> None:
@@ -129,7 +115,7 @@ class _CellRunner:
         from lobolib.evaluation.evaluate import evaluate
 
         return evaluate(self.model, self.tokenizer, items, model_name=self.model_name,
-                        method=self.setting.method_at(level), level=level,
+                        method=self.setting.method_at(level), level=self.setting.cell_level(level),
                         sparsity=self.setting.sparsity_at(level), progress=self.progress, **self.options)  # fmt: skip
 
     def _todo(self, level: float) -> list[str]:
@@ -139,11 +125,13 @@ class _CellRunner:
         """Summarise a complete cell; the main process writes it to the store."""
         self.summaries[(level, benchmark)] = _cell_summary(records)
         if self.shard.is_main:
-            self.store.write(self.model_name, self.setting.method_at(level), level, benchmark, records)
+            self.store.write(self.model_name, self.setting.method_at(level), self.setting.cell_level(level), benchmark,
+                             records)
 
     def _report(self, level: float, report: Mapping) -> None:
         if self.shard.is_main:
-            self.store.write_report(self.model_name, self.setting.method_at(level), level, report)
+            self.store.write_report(self.model_name, self.setting.method_at(level), self.setting.cell_level(level),
+                                    report)
 
     def level_per_process(self, levels: Sequence[float]) -> None:
         """Process r compresses its own copy to `levels[r]` and evaluates that level's cells on
@@ -195,10 +183,9 @@ def run_sweep(
     """Compress `model` through `setting`'s levels and evaluate every missing cell.
 
     `compress(model, setting, level) -> report` applies the setting at a level
-    (default: `lobolib.experiment.compression.Compressor` without calibration data: the setting's
-    method must need none). For a nested setting `model` must be freshly loaded (or compressed
-    no further than the first level this call reaches): pruning only ever adds zeros, so a model
-    already sparser than the first missing level is refused with a LoboError. Each missing
+    (default: a `lobolib.experiment.compression.Compressor` of this model, which keeps no dense
+    copy: `model` must be freshly loaded, or compressed no further than the first level this call
+    reaches — a model already sparser is refused with a LoboError). Each missing
     benchmark of `item_sets` ({benchmark: Items}) is evaluated with `evaluate(...,
     **eval_options)` (keys: max_new_tokens, batch_size, template, shots, benchmarks) and written
     to `store` at once.
@@ -226,8 +213,6 @@ def run_sweep(
     progress = progress and shard.is_main
     barrier(shard)  # every process sees the same store before deciding what is missing
     missing = set(missing_cells(store, model_name, setting, list(item_sets)))
-    if missing and setting.nests:
-        _check_not_pruned_beyond(model, min(level for level, _ in missing), setting.include_lm_head)
     todo_levels = [level for level in setting.levels if any((level, b) in missing for b in item_sets)]
     whole = len(todo_levels) - len(todo_levels) % shard.world if shard.world > 1 else 0
     cell = _CellRunner(model, tokenizer, model_name, setting, item_sets, store, missing, options, shard,
@@ -250,13 +235,13 @@ def run_sweep(
 def _summary(store, model_name, setting, item_sets, missing, cell) -> pd.DataFrame:
     rows = []
     for level in setting.levels:
-        method = setting.method_at(level)
+        method, stored_at = setting.method_at(level), setting.cell_level(level)
         reports = store.read_reports(model_name, method)
         for benchmark in item_sets:
             evaluated = (level, benchmark) in missing
             summary = cell.summaries[(level, benchmark)] if evaluated else _frame_summary(
-                store.read(models=[model_name], methods=[method], levels=[level], benchmarks=[benchmark]))
-            achieved = reports.get(f"{level_key(level):.4f}", {}).get("pruned", math.nan)
+                store.read(models=[model_name], methods=[method], levels=[stored_at], benchmarks=[benchmark]))
+            achieved = reports.get(f"{level_key(stored_at):.4f}", {}).get("pruned", math.nan)
             rows.append({"model": model_name, "setting": setting.name, "method": method, "level": level,
                          "benchmark": benchmark, "status": "evaluated" if evaluated else "stored", **summary,
                          "achieved_sparsity": achieved, "seconds": cell.seconds.get((level, benchmark), 0.0)})
