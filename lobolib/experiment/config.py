@@ -75,6 +75,8 @@ Schema (every key optional except where noted; shown with its default)::
       examples_per_level: 3
       groups: []                # subject groups to report even when only some of their
                                 # subjects were evaluated (fully covered groups always are)
+      retention: 0.95           # notebook 05: the most compression keeping this share of dense accuracy
+      costs: null               # notebook 05: a `python -m lobolib bench compress --out F.json` file
 
 `embedded:*` models and `source: embedded` are lobolib's own miniature (lobolib.experiment.embedded),
 built on first use in $LOBOTOMY_CACHE or <outputs>/.cache/embedded. A Hugging Face token is never
@@ -257,6 +259,8 @@ class AnalysisConfig:
     compare_level: float = 0.5
     examples_per_level: int = 3
     groups: list[str] = field(default_factory=list)
+    retention: float = 0.95
+    costs: str | None = None
 
 
 @dataclass(frozen=True)
@@ -827,6 +831,8 @@ def _check_analysis(analysis: AnalysisConfig) -> None:
             raise LoboError(f"analysis: level {level} is outside [0, 1)")
     if not 0 <= analysis.examples_per_level <= 100:
         raise LoboError("analysis.examples_per_level: must be between 0 and 100")
+    if not 0.0 < analysis.retention <= 1.0:
+        raise LoboError(f"analysis.retention: {analysis.retention} must be in (0, 1], e.g. 0.95")
     unknown = [g for g in analysis.groups if g not in SUBJECT_GROUPS]
     if unknown:
         raise LoboError(f"analysis.groups: {unknown[0]!r} is not a subject group; use {', '.join(SUBJECT_GROUPS)}")

@@ -29,6 +29,9 @@ def check(config: RunConfig, *, items: bool = True) -> RunConfig:
     `items=False` skips parsing the benchmarks' local files."""
     if config.logs_dir is not None:
         existing(config.logs_dir, "logs_dir")
+    if config.analysis.costs is not None:
+        config = dataclasses.replace(config, analysis=dataclasses.replace(
+            config.analysis, costs=existing(config.analysis.costs, "analysis.costs")))
     models = [_model(m, i) for i, m in enumerate(config.models)] if config.mode == "evaluate" else config.models
     benchmarks = {name: _source(bench, name) for name, bench in config.benchmarks.items()}
     config = dataclasses.replace(config, models=models, benchmarks=benchmarks,

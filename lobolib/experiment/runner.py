@@ -29,7 +29,7 @@ from lobolib.experiment.manifest import record_manifest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
-NOTEBOOKS = ("01_baseline", "02_prune_sweep", "03_bias_analysis", "04_error_cases")
+NOTEBOOKS = ("01_baseline", "02_prune_sweep", "03_bias_analysis", "04_error_cases", "05_compression")
 RESCORE_NOTEBOOKS = NOTEBOOKS[1:]
 PARAMETERS_FILE = "parameters.yaml"  # the resolved parameters, written into the run folder
 
