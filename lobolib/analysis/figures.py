@@ -469,7 +469,7 @@ def explorer(records: pd.DataFrame, items: Mapping[str, Sequence] | None = None)
         row = indexed.loc[key]
         row = row.iloc[0] if isinstance(row, pd.DataFrame) else row
         fields = [("question", questions.get(box.item.value, "(items not loaded)")), ("gold", row["gold"]),
-                  ("answer", row["answer"] if row["answer"] is not None else f"invalid ({row['invalid_reason']})"),
+                  ("answer", f"invalid ({row['invalid_reason']})" if pd.isna(row["answer"]) else row["answer"]),
                   ("first-token answer", row.get("loglik_answer")), ("parser tier", row.get("tier")),
                   ("raw response", row["raw_response"])]  # fmt: skip
         box.view.value = "<dl class='lobo-explorer'>" + "".join(
