@@ -28,7 +28,8 @@ def setup(config: Mapping | None = None, parameters_file: str | None = "paramete
     """The notebook's experiment: the resolved parameters the runner injected (`config`), or, when
     the notebook is opened by hand, `parameters_file` with `overrides` (from the project root
     when the notebook runs in notebooks/). Outside JupyterLab (`interactive=False`) progress bars
-    are plain text on stderr, kept out of the saved notebook."""
+    are plain text on the cell's stderr, which the runner streams to the terminal and the report
+    leaves out (`lobolib.experiment.report.clean_notebook`)."""
     if Path.cwd().name == "notebooks" and Path("..", "lobolib").is_dir():
         os.chdir("..")
     if not interactive:
