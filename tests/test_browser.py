@@ -44,3 +44,21 @@ def test_code_is_hidden_until_asked_for(browser):
     assert browser.evaluate(hidden) == 0
     browser.evaluate("document.querySelector('button.lobo-code-toggle').click()")
     assert browser.evaluate(hidden) == total
+
+
+def test_the_static_explorer_answers_its_controls_in_the_page(browser):
+    """The report's explorer (no kernel): choosing a benchmark lists its items; choosing a model,
+    level and item shows that record."""
+    pick = """(name, value) => { const s = document.querySelector('#explorer select[name=' + name + ']');
+                 s.value = value; s.dispatchEvent(new Event('change')); }"""
+    read = "document.querySelector('#explorer dl.lobo-explorer-view').textContent"
+    options = "[...document.querySelectorAll('#explorer select[name=item] option')].map(o => o.value)"
+    browser.evaluate(f"({pick})('benchmark', 'pubmedqa')")
+    pubmedqa = browser.evaluate(options)
+    browser.evaluate(f"({pick})('benchmark', 'mmlu')")
+    mmlu = browser.evaluate(options)
+    assert pubmedqa and mmlu and not set(pubmedqa) & set(mmlu)
+    browser.evaluate(f"({pick})('model', 'specialist'); ({pick})('level', '2'); ({pick})('item', {mmlu[0]!r})")
+    shown = browser.evaluate(read)
+    assert "question" in shown and "raw response" in shown and "no record" not in shown
+    assert browser.errors == []

@@ -75,3 +75,15 @@ def test_every_saved_figure_is_drawn_as_an_svg_beside_its_html(tmp_path, chromiu
     assert figures.svg_drawn(curves) and "base" in curves and "chance" in curves
     assert figures.svg_drawn((tmp_path / "confusion.svg").read_text())
     assert figures.export_static(tmp_path, browser=chromium) == []  # up to date: nothing redrawn
+
+
+def test_the_static_explorer_carries_a_sample_of_each_benchmark_s_items():
+    rows = [{"model": "m", "setting": "s", "benchmark": b, "level": lvl, "item_id": f"{b}{i}", "gold": "A", "answer": "A",
+             "loglik_answer": "A", "tier": "t", "invalid_reason": None, "raw_response": "A"}
+            for b, n in (("mmlu", 30), ("pubmedqa", 5)) for i in range(n) for lvl in (0.0, 0.5)]  # fmt: skip
+    data = figures.static_explorer_data(pd.DataFrame(rows), max_items=10)
+    assert {b: len(ids) for b, ids in data["items"].items()} == {"mmlu": 10, "pubmedqa": 5}
+    assert data["totals"] == {"mmlu": 30, "pubmedqa": 5} and data["levels"] == [0.0, 0.5]
+    assert len(data["records"]) == (10 + 5) * 2  # every level of every item carried
+    page = figures.static_explorer(pd.DataFrame(rows), max_items=10)
+    assert "10 of 30 mmlu items" in page and "</script>" in page and page.count("<script") == 2

@@ -483,3 +483,126 @@ def explorer(records: pd.DataFrame, items: Mapping[str, Sequence] | None = None)
     update()
     box.children = [widgets.HBox([box.model, box.setting]), widgets.HBox([box.benchmark, box.level]), box.item, box.view]
     return box
+
+
+STATIC_EXPLORER_SCRIPT = """
+(function () {
+  const root = document.getElementById(%(id)s);
+  const data = JSON.parse(root.querySelector("script.lobo-explorer-data").textContent);
+  const controls = {};
+  function select(name, options, labels) {
+    const element = document.createElement("select");
+    element.name = name;
+    options.forEach((value, i) => {
+      const option = document.createElement("option");
+      option.value = String(value);
+      option.textContent = labels ? labels[i] : String(value);
+      element.appendChild(option);
+    });
+    element.addEventListener("change", update);
+    const label = document.createElement("label");
+    label.textContent = name + " ";
+    label.appendChild(element);
+    root.querySelector(".lobo-explorer-controls").appendChild(label);
+    controls[name] = element;
+    return element;
+  }
+  function fillItems() {
+    const items = data.items[controls.benchmark.value] || [];
+    controls.item.innerHTML = "";
+    items.forEach(entry => {
+      const option = document.createElement("option");
+      option.value = entry[0];
+      option.textContent = entry[0];
+      controls.item.appendChild(option);
+    });
+  }
+  function field(name, value) {
+    const term = document.createElement("dt"), text = document.createElement("dd");
+    term.textContent = name;
+    text.textContent = value === null || value === undefined ? "–" : String(value);
+    return [term, text];
+  }
+  function update(event) {
+    if (event && event.target === controls.benchmark) fillItems();
+    const benchmark = controls.benchmark.value, itemId = controls.item.value;
+    const item = (data.items[benchmark] || []).find(entry => entry[0] === itemId) || [itemId, "", ""];
+    const key = [controls.model.value, controls.setting.value, benchmark, controls.level.value, itemId].join("\\u0001");
+    const record = data.records[key];
+    const view = root.querySelector("dl.lobo-explorer-view");
+    view.innerHTML = "";
+    const rows = record ? [["question", item[1]], ["gold", item[2]],
+        ["answer", record[0] === null ? "invalid (" + record[3] + ")" : record[0]], ["first-token answer", record[1]],
+        ["parser tier", record[2]], ["raw response", record[4]]] : [["question", item[1]], ["record", "no record for this choice"]];
+    rows.forEach(([name, value]) => field(name, value).forEach(node => view.appendChild(node)));
+  }
+  select("model", data.models);
+  select("setting", data.settings);
+  select("benchmark", Object.keys(data.items));
+  select("level", data.levels.map((_, i) => i), data.levels.map(String));
+  select("item", []);
+  fillItems();
+  update();
+})();
+"""
+
+
+def static_explorer_data(records: pd.DataFrame, items: Mapping[str, Sequence] | None = None, *,
+                         max_items: int = 100, seed: int = 0) -> dict:
+    """The records the static explorer carries: every curve and level, for at most `max_items`
+    items per benchmark (drawn with `seed`; the JupyterLab explorer has them all)."""
+    import numpy as np
+
+    if "setting" not in records.columns:
+        records = records.assign(setting="all")
+    offered = explorer_rows(records, items)
+    questions = {item.id: item.question for batch in (items or {}).values() for item in batch}
+    rng = np.random.default_rng(seed)
+    chosen, totals = {}, {}
+    for benchmark, ids in offered["items"].items():
+        totals[benchmark] = len(ids)
+        keep = ids if len(ids) <= max_items else [ids[i] for i in sorted(rng.choice(len(ids), max_items, replace=False))]
+        chosen[benchmark] = keep
+    levels = offered["levels"]
+    index = {level: i for i, level in enumerate(levels)}
+    wanted = {b: set(ids) for b, ids in chosen.items()}
+    part = records[[item_id in wanted.get(b, ()) for b, item_id in zip(records["benchmark"], records["item_id"])]]
+    gold = {(b, i): g for b, i, g in zip(part["benchmark"], part["item_id"], part["gold"])}
+
+    def value(v):
+        return None if v is None or (isinstance(v, float) and v != v) else v if isinstance(v, (int, float)) else str(v)
+
+    data_records = {}
+    for row in part.itertuples(index=False):
+        key = "\u0001".join([str(row.model), str(row.setting), str(row.benchmark), str(index[float(row.level)]), str(row.item_id)])
+        data_records[key] = [value(row.answer), value(getattr(row, "loglik_answer", None)), value(getattr(row, "tier", None)),
+                             value(getattr(row, "invalid_reason", None)), value(row.raw_response)]  # fmt: skip
+    return {"models": offered["models"], "settings": offered["settings"], "levels": [float(v) for v in levels],
+            "items": {b: [[i, questions.get(i, ""), value(gold.get((b, i)))] for i in ids] for b, ids in chosen.items()},
+            "totals": totals, "records": data_records}  # fmt: skip
+
+
+def static_explorer(records: pd.DataFrame, items: Mapping[str, Sequence] | None = None, *, max_items: int = 100,
+                    seed: int = 0, anchor: str = "explorer") -> str:
+    """The explorer as a self-contained HTML block (its data as JSON, a small script): the same
+    controls as `explorer`, answered in the page, so the rendered report needs no kernel."""
+    import html as html_text
+
+    data = static_explorer_data(records, items, max_items=max_items, seed=seed)
+    shown = ", ".join(f"{len(ids)} of {data['totals'][b]} {b} items" for b, ids in data["items"].items())
+    payload = json.dumps(data, ensure_ascii=True).replace("</", "<\\/")
+    style = ("<style>.lobo-explorer label { margin-right: 1.5em; } .lobo-explorer dt { font-weight: bold; margin-top: 0.4em; }"
+             " .lobo-explorer dd { margin-left: 1.5em; white-space: pre-wrap; font-family: monospace; }</style>")
+    return (f'<div id="{anchor}" class="lobo-explorer">{style}'
+            f'<p class="lobo-explorer-note">{html_text.escape(shown)} (the JupyterLab explorer has every item)</p>'
+            '<div class="lobo-explorer-controls"></div><dl class="lobo-explorer-view"></dl>'
+            f'<script type="application/json" class="lobo-explorer-data">{payload}</script>'
+            f"<script>{STATIC_EXPLORER_SCRIPT % {'id': json.dumps(anchor)}}</script></div>")
+
+
+def show_static_explorer(records: pd.DataFrame, items: Mapping[str, Sequence] | None = None, **options) -> None:
+    """Display `static_explorer` (the notebooks' call when no kernel will answer widgets)."""
+    from IPython.display import display
+
+    display({"text/html": static_explorer(records, items, **options),
+             "text/plain": "<explorer: open the rendered report or JupyterLab>"}, raw=True)
