@@ -162,3 +162,14 @@ def test_numbers_are_written_plainly():
     assert findings.number(-0.0004) == "0.000" and findings.number(np.float64(0.1236)) == "0.124"
     assert findings.p_value(0.0) == "p < 0.001" and findings.p_value(0.0312) == "p = 0.031" and findings.p_value(math.nan) == ""
     assert findings.level_text(0.35) == "35% sparsity" and findings.level_text(4, "bits") == "4 bits"
+
+
+def test_the_shield_summary_says_in_plain_words_what_happens_in_each_group():
+    table = frame(row("bio - base", "reference_macro_f1", "reference", 0.05, 0.02, 0.08, group="all"),
+                  row("bio - base", "accuracy", "lobolib", 0.00, -0.02, 0.02, group="all"),
+                  row("bio - base", "reference_yes_f1", "reference", -0.01, -0.02, -0.001, benchmark="pubmedqa", group="pubmedqa"),
+                  row("bio - base", "accuracy", "lobolib", -0.02, -0.03, -0.01, benchmark="pubmedqa", group="pubmedqa"))
+    (found,) = findings.shield_summary(findings.shield(table, specialist="bio"), "bio")
+    assert "is not shown under lobolib's scoring (its difference's 95% CI includes 0) on mmlu (all subjects)" in found.text
+    assert "is not there even under the study's own scoring on pubmedqa" in found.text
+    assert findings.shield_summary(findings.shield(table), None) == []

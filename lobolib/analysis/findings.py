@@ -213,7 +213,8 @@ def shield(robustness: pd.DataFrame, *, ci: float = 0.95, groups: Sequence[str] 
                 f"and {_difference_text(lob, ci)} under lobolib's (accuracy): ")
         text += (_shield_verdict(ref_sign, lob_sign, ahead, specialist, ci) if specialist in (a, b)
                  else _ordering_verdict(ref_sign, lob_sign, ahead, ci))
-        found.append(Finding("shield", text + ".", ROBUSTNESS_TABLE, (setting, benchmark, group)))
+        state = _shield_state(ref_sign, lob_sign, ahead, specialist) if specialist in (a, b) else None
+        found.append(Finding("shield", text + ".", ROBUSTNESS_TABLE, (setting, benchmark, group, state)))
     return found
 
 
@@ -226,6 +227,39 @@ def _ordering_verdict(ref_sign: int, lob_sign: int, ahead: dict, ci: float) -> s
     if lob_sign == 0:
         return f"only the study's scoring puts {ahead[ref_sign]} ahead; under lobolib's the {_ci_words(ci)} includes 0"
     return f"the study's scoring puts {ahead[ref_sign]} ahead, lobolib's {ahead[lob_sign]}: the order reverses"
+
+
+SHIELD_STATES = {
+    "holds": "holds under lobolib's scoring too",
+    "not shown": "is not shown under lobolib's scoring (its difference's {ci} includes 0)",
+    "reverses": "reverses under lobolib's scoring",
+    "absent": "is not there even under the study's own scoring",
+}
+
+
+def _shield_state(ref_sign: int, lob_sign: int, ahead: dict, specialist: str) -> str:
+    """"holds", "not shown", "reverses" (the study's scoring shows the shield; lobolib's agrees,
+    cannot tell, or disagrees) or "absent" (the study's scoring does not show it)."""
+    shield_sign = next(sign for sign, model in ahead.items() if model == specialist)
+    if ref_sign != shield_sign:
+        return "absent"
+    return "holds" if lob_sign == shield_sign else "not shown" if lob_sign == 0 else "reverses"
+
+
+def shield_summary(shields: Sequence[Finding], specialist: str | None, *, ci: float = 0.95,
+                   benchmarks: Mapping | None = None) -> list[Finding]:
+    """One plain sentence on what happens to the "Structural Shield" in every group (`shield`'s findings)."""
+    judged = [f for f in shields if len(f.key) > 3 and f.key[3]]
+    if not judged or specialist is None:
+        return []
+    by_state: dict[str, list[str]] = {}
+    for finding in judged:
+        by_state.setdefault(finding.key[3], []).append(where(finding.key[1], finding.key[2], benchmarks))
+    parts = [f"{SHIELD_STATES[state].format(ci=_ci_words(ci))} on {', '.join(places)}"
+             for state, places in by_state.items()]
+    text = (f"**The study's “Structural Shield”** ({specialist} degrading more slowly, in robustness AUC): it "
+            + "; it ".join(parts) + ".")
+    return [Finding("shield", text, ROBUSTNESS_TABLE)]
 
 
 def _shield_verdict(ref_sign: int, lob_sign: int, ahead: dict, specialist: str, ci: float) -> str:
@@ -555,9 +589,10 @@ def headline(tables_dir: str | os.PathLike, *, ci: float = 0.95, cliff_fraction:
     if robust is None or scores is None or robust.empty:
         return []
     options = {"groups": list(groups), "benchmarks": benchmarks}
-    shields = {f.key: f for f in shield(robust, ci=ci, specialist=specialist, **options)}
+    shield_found = shield(robust, ci=ci, specialist=specialist, **options)
+    shields = {f.key[:3]: f for f in shield_found}
     cliff_texts = {f.key: f for f in cliffs(robust, scores, cliff_fraction=cliff_fraction, units=units, **options)}
-    found = []
+    found = shield_summary(shield_found, specialist, ci=ci, benchmarks=benchmarks)
     for finding in robustness(robust, ci=ci, units=units, **options):
         setting, benchmark, group = finding.key[:3]
         main = shields.get((setting, benchmark, group), finding)
