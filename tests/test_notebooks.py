@@ -103,3 +103,60 @@ def test_end_to_end_run_and_rescore_on_the_embedded_models(tmp_path, monkeypatch
     stamps = {p: p.stat().st_mtime_ns for p in records}
     runner.run(config, notebooks=runner.RESCORE_NOTEBOOKS, evaluate=False, progress=False)  # rescore
     assert {p: p.stat().st_mtime_ns for p in records} == stamps  # nothing re-evaluated
+
+
+EXPLORER_RECORDS = """
+import pandas as pd
+from types import SimpleNamespace
+from lobolib.records import Item
+rows = []
+for model in ("base", "specialist"):
+    for level in (0.0, 0.5):
+        for i, gold in enumerate(["yes", "no"]):
+            answer = gold if model == "specialist" or level == 0 else None
+            rows.append({"model": model, "setting": "magnitude/layer", "benchmark": "pubmedqa", "level": level,
+                         "item_id": f"p{i}", "gold": gold, "answer": answer, "tier": "test", "invalid_reason": None if answer else "no answer",
+                         "loglik_answer": gold, "raw_response": f"{model} says {answer} at {level}"})
+        rows.append({"model": model, "setting": "magnitude/layer", "benchmark": "mmlu", "level": level, "item_id": "m0",
+                     "gold": "B", "answer": "B", "tier": "test", "invalid_reason": None, "loglik_answer": "A",
+                     "raw_response": f"B. from {model}"})
+records = pd.DataFrame(rows)
+items = {"pubmedqa": [Item("p0", "pubmedqa", "pubmedqa", "Does aspirin lower fever?", "", ("yes", "no", "maybe"), "yes"),
+                      Item("p1", "pubmedqa", "pubmedqa", "Is the lung a heart?", "", ("yes", "no", "maybe"), "no")],
+         "mmlu": [Item("m0", "mmlu", "anatomy", "Which organ pumps blood?", "", ("lung", "heart", "liver", "kidney"), "B")]}
+exp = SimpleNamespace(interactive=True, items=items)
+"""
+
+EXPLORER_DRIVE = """
+box = _
+box.benchmark.value = "pubmedqa"
+box.model.value, box.level.value, box.item.value = "base", 0.5, "p1"
+print("ITEMS", list(box.item.options))
+print("VIEW", box.view.value)
+box.benchmark.value = "mmlu"
+print("ITEMS", list(box.item.options))
+box.model.value = "specialist"
+print("VIEW", box.view.value)
+"""
+
+
+def test_the_explorer_cell_drives_its_widgets_in_a_kernel():
+    """Notebook 04's explorer cell, as JupyterLab runs it (a kernel, through nbclient): choosing a
+    model, level, benchmark and item shows that record; the item list follows the benchmark."""
+    import nbclient
+
+    explorer = next(c for c in nbformat.read(ROOT / "notebooks" / "04_error_cases.ipynb", as_version=4).cells
+                    if c.cell_type == "code" and "figures.explorer(" in c.source)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"from lobolib.analysis import figures\n{EXPLORER_RECORDS}"),
+                nbformat.v4.new_code_cell(explorer.source.replace("display(figures.explorer(", "_ = (figures.explorer(")),
+                nbformat.v4.new_code_cell(EXPLORER_DRIVE)]  # fmt: skip
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(ROOT)}}).execute()
+    text = "".join(o.get("text", "") for o in nb.cells[2].outputs)
+    lines = [line for line in text.splitlines() if line.startswith(("ITEMS", "VIEW"))]
+    assert lines[0] == "ITEMS ['p0', 'p1']" and lines[2] == "ITEMS ['m0']"
+    assert "Is the lung a heart?" in lines[1] and "invalid (no answer)" in lines[1] and "base says None at 0.5" in lines[1]
+    assert "Which organ pumps blood?" in lines[3] and "B. from specialist" in lines[3] and "first-token answer" in lines[3]
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    assert any(m["model_name"] == "DropdownModel" for m in state.values())  # nbclient stored the widget state

@@ -532,20 +532,24 @@ def nearest_level(levels, level: float) -> float:
 
 
 def robustness_view(robustness: pd.DataFrame, scoring: str = "lobolib", metric: str | Sequence[str] = "accuracy") -> pd.DataFrame:
-    """The robustness rows of one scoring and metric (or several metrics): AUCs with intervals as
-    text, the cliff and the p-value of differences."""
+    """The robustness rows of one scoring and metric (or several metrics), for reading: AUCs with
+    intervals as text, the cliff level ("–" where there is none or it does not apply) and the
+    p-value of differences ("< 0.001", "–" for single curves)."""
     wanted = [metric] if isinstance(metric, str) else list(metric)
     part = robustness[(robustness["scoring"] == scoring) & robustness["metric"].isin(wanted)]
 
     def interval(value, low, high) -> str:
-        return f"{value:.4f}" if math.isnan(low) else f"{value:.4f} [{low:.4f}, {high:.4f}]"
+        return f"{value:.4f}" if _missing(low) else f"{value:.4f} [{low:.4f}, {high:.4f}]"
 
+    difference = part["model"].astype(str).str.contains(" - ", regex=False) | part["setting"].astype(str).str.contains(" - ", regex=False)
     return pd.DataFrame({
         "setting": part["setting"], "benchmark": part["benchmark"], "group": part["group"],
         "metric": part["metric"], "model": part["model"],
         "AUC (normalised)": [interval(*v) for v in zip(part["auc_normalised"], part["ci_low"], part["ci_high"])],
         "AUC (raw)": [interval(*v) for v in zip(part["auc_raw"], part["auc_raw_ci_low"], part["auc_raw_ci_high"])],
-        "cliff": part["cliff"], "p": part["p"],
+        "cliff": [NOT_APPLICABLE if d else "none" if _missing(c) else f"{float(c):g}"
+                  for c, d in zip(part["cliff"], difference)],
+        "p": [format_p(p) if d else NOT_APPLICABLE for p, d in zip(part["p"], difference)],
     }).reset_index(drop=True)  # fmt: skip
 
 
@@ -556,7 +560,8 @@ def auc_ranking(robustness: pd.DataFrame) -> pd.DataFrame:
                         & ~robustness["setting"].str.contains(" - ", regex=False)]  # fmt: skip
     keys = ["setting", "benchmark", "group", "scoring", "metric"]
     ranked = single.assign(rank=single.groupby(keys)["auc_normalised"].rank(ascending=False, method="min").astype(int))
-    return ranked.pivot_table(index=keys, columns="model", values="rank").reset_index().rename_axis(columns=None)
+    table = ranked.pivot_table(index=keys, columns="model", values="rank", aggfunc="first", sort=False)
+    return table.astype("Int64").reset_index().rename_axis(columns=None)
 
 
 def achieved_sparsity(reports: Mapping[tuple[str, str], Mapping]) -> pd.DataFrame:
@@ -568,6 +573,21 @@ def achieved_sparsity(reports: Mapping[tuple[str, str], Mapping]) -> pd.DataFram
             for (model, method), levels in reports.items() for key, entry in levels.items()]  # fmt: skip
     frame = pd.DataFrame(rows, columns=["model", "method", "level", "pruned", "overall"])
     return frame.sort_values(["model", "method", "level"], kind="stable").reset_index(drop=True)
+
+
+def achieved_summary(achieved: pd.DataFrame) -> pd.DataFrame:
+    """`achieved_sparsity` in one row per (model, method): the levels, the largest gap between
+    requested and achieved zeros in the compressed matrices, and the zeros among all parameters
+    at the last level (the dense model, with nothing requested, is left out)."""
+    rows = []
+    for (model, method), part in achieved[achieved["method"] != "dense"].groupby(["model", "method"], sort=False):
+        part = part.sort_values("level")
+        gap = (part["pruned"].astype(float) - part["level"]).abs()
+        rows.append({"model": model, "method": method, "levels": len(part),
+                     "requested": f"{part['level'].min():.0%} to {part['level'].max():.0%}",
+                     "largest gap (compressed matrices)": float(gap.max()),
+                     "zeros among all parameters at the last level": float(part["overall"].iloc[-1])})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def knowledge_vs_format(records: pd.DataFrame) -> pd.DataFrame:
@@ -624,30 +644,92 @@ def read_tables(run_dir: str | os.PathLike, names: Sequence[str] = ("scores", "r
 # ----------------------------------------------------------------------------- writing
 
 
-def write_tables(tables: Mapping[str, pd.DataFrame], directory: str | os.PathLike) -> list[Path]:
-    """Write each table as <directory>/<name>.csv and <name>.md; returns the paths."""
+def write_tables(tables: Mapping[str, pd.DataFrame], directory: str | os.PathLike, digits: int = 6) -> list[Path]:
+    """Write each table as <directory>/<name>.csv (numbers rounded to `digits` decimals, so no
+    float noise such as 0.9259999999999998) and <name>.md; returns the paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, table in tables.items():
         csv_path, md_path = directory / f"{name}.csv", directory / f"{name}.md"
-        table.to_csv(csv_path, index=False)
+        table.round(digits).to_csv(csv_path, index=False)
         md_path.write_text(to_markdown(table), encoding="utf-8")
         paths += [csv_path, md_path]
     return paths
 
 
 def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
-    """A GitHub-flavoured Markdown table (numbers rounded to `digits`)."""
+    """A GitHub-flavoured Markdown table, formatted as `readable` does (numbers to `digits`)."""
+    shown = readable(table, digits)
 
     def cell(value) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return ""
-        if isinstance(value, float):
-            return f"{value:.{digits}f}"
         return str(value).replace("|", "\\|").replace("\n", " ")
 
-    header = "| " + " | ".join(str(c) for c in table.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    header = "| " + " | ".join(str(c) for c in shown.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in shown.columns) + " |"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in shown.itertuples(index=False)]
     return "\n".join([header, rule, *body]) + "\n"
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+NOT_APPLICABLE = "–"
+P_COLUMNS = ("p",)
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def format_p(p) -> str:
+    """A p-value for reading: "< 0.001", "0.042", or "–" where there is none."""
+    if isinstance(p, str):
+        return p  # already formatted
+    if _missing(p):
+        return NOT_APPLICABLE
+    return "< 0.001" if float(p) < 0.001 else f"{float(p):.3f}"
+
+
+def format_number(value, digits: int = 3) -> str:
+    """A cell for reading: whole numbers without decimals, others to `digits`, "–" for missing."""
+    if _missing(value):
+        return NOT_APPLICABLE
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
+
+
+def readable(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """`table` as text for reading: numbers to `digits` decimals (integer columns, such as ranks
+    and counts, as integers), p-values as "< 0.001", "–" where a value is missing or does not apply."""
+    shown = {}
+    for column in table.columns:
+        values = table[column]
+        if column in P_COLUMNS:
+            shown[column] = [format_p(v) for v in values]
+        elif pd.api.types.is_integer_dtype(values):
+            shown[column] = [NOT_APPLICABLE if _missing(v) else str(int(v)) for v in values]
+        else:
+            shown[column] = [format_number(v, digits) for v in values]
+    return pd.DataFrame(shown, columns=list(table.columns), index=table.index)
+
+
+def show(table: pd.DataFrame, name: str | None = None, digits: int = 3, max_rows: int | None = 60):
+    """Display `table` for reading (`readable`) under the HTML id "table-<name>" (what the
+    report's findings link to); longer tables show their first `max_rows` rows and say so."""
+    from IPython.display import display
+
+    shown = readable(table if max_rows is None else table.head(max_rows), digits)
+    html = shown.to_html(index=False, escape=True, border=0, classes="dataframe lobo-table")
+    if max_rows is not None and len(table) > max_rows:
+        html += f"<p><i>first {max_rows} of {len(table)} rows; the full table is in tables/{name or 'the run folder'}.csv</i></p>"
+    if name is not None:
+        html = f'<div id="table-{name}" class="lobo-table">{html}</div>'
+    display({"text/html": html, "text/plain": shown.to_string(index=False)}, raw=True)

@@ -463,7 +463,7 @@ def train(model, tokenizer, examples: list[tuple[str, str]], *, steps: int, seed
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     model.train()
     order: list[int] = []
-    for _ in tqdm(range(steps), desc=desc, disable=not progress, mininterval=2):
+    for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress, mininterval=2):
         if len(order) < batch_size:
             epoch = list(range(len(encoded)))
             rng.shuffle(epoch)
@@ -544,13 +544,24 @@ def _build(root: Path, corpus: Corpus, progress: bool) -> dict:
                                              ("specialist", specialist_examples, SPECIALIST_STEPS, corpus.seed + 1)):
             start = time.perf_counter()
             train(model, tokenizer, examples, steps=steps, seed=seed, lr=LEARNING_RATE,
-                  batch_size=BATCH_SIZE, desc=f"embedded {name}", progress=progress)
+                  batch_size=BATCH_SIZE, desc=training_message(name, steps), progress=progress)
             seconds[name] = round(time.perf_counter() - start, 1)
             model.save_pretrained(root / name, safe_serialization=True)
             tokenizer.save_pretrained(root / name)
     finally:
         torch.set_num_threads(threads)
     return {**paths, "train_seconds": seconds}
+
+
+SECONDS_PER_STEP = 0.09  # one training step of the tiny model on two idle CPU cores
+
+
+def training_message(name: str, steps: int) -> str:
+    """The progress bar's label while an embedded model trains: what happens, that it happens
+    once, and about how long it takes."""
+    minutes = steps * SECONDS_PER_STEP / 60
+    took = "under a minute" if minutes < 0.75 else f"about {max(1, round(minutes))} min"
+    return f"training the embedded {name} model, once ({took} on 2 cores; cached for later runs)"
 
 
 def _pid_alive(pid: int) -> bool:

@@ -28,7 +28,8 @@ def setup(config: Mapping | None = None, parameters_file: str | None = "paramete
     """The notebook's experiment: the resolved parameters the runner injected (`config`), or, when
     the notebook is opened by hand, `parameters_file` with `overrides` (from the project root
     when the notebook runs in notebooks/). Outside JupyterLab (`interactive=False`) progress bars
-    are plain text on stderr, kept out of the saved notebook."""
+    are plain text on the cell's stderr, which the runner streams to the terminal and the report
+    leaves out (`lobolib.experiment.report.clean_notebook`)."""
     if Path.cwd().name == "notebooks" and Path("..", "lobolib").is_dir():
         os.chdir("..")
     if not interactive:
@@ -102,6 +103,27 @@ class Experiment:
             return [Curve("reference magnitude", REFERENCE_METHOD)]
         return [Curve(s.name, s.description, s.unit) for s in self.config.settings]
 
+    @property
+    def units(self) -> dict[str, str]:
+        """{setting: unit} ("sparsity" or "bits") of the run's settings."""
+        return {curve.name: curve.unit for curve in self.curve_specs}
+
+    def finding_options(self) -> dict:
+        """What `lobolib.analysis.findings` needs from the run: the interval level, the cliff
+        fraction, the subject groups reported, the benchmarks (their titles), the settings' units
+        and the specialist (`specialist_of`)."""
+        a = self.config.analysis
+        return {"ci": a.confidence, "cliff_fraction": a.cliff_fraction, "groups": self.config.report_groups,
+                "benchmarks": self.benchmarks, "units": self.units, "specialist": self.specialist}
+
+    @property
+    def specialist(self) -> str | None:
+        """The domain-tuned model whose robustness the "Structural Shield" is about (`specialist_of`)."""
+        names = self.config.model_names or []
+        if self.config.mode == "reference_logs":
+            names = [REFERENCE_SPECIALIST]
+        return specialist_of(names)
+
     def settings_by_unit(self) -> dict[str, list[str]]:
         """{unit: setting names}: the settings whose curves share an axis (sparsity, or bits)."""
         by_unit: dict[str, list[str]] = {}
@@ -174,6 +196,17 @@ class Experiment:
         """{(model, method): {level: report}} of what the compression did, for every stored cell."""
         return {(cell.model, cell.method): self.store.read_reports(cell.model, cell.method)
                 for cell in self.store.cells()}  # fmt: skip
+
+
+REFERENCE_SPECIALIST = "BioMistral/BioMistral-7B"  # the reference study's domain model
+SPECIALIST_HINTS = ("specialist", "bio", "med", "clinic", "pubmed")
+
+
+def specialist_of(model_names: Sequence[str]) -> str | None:
+    """The one model whose name marks it as domain-tuned ("specialist", "BioMistral-7B",
+    "meditron"...), or None when no model or several do."""
+    marked = [name for name in model_names if any(hint in name.lower() for hint in SPECIALIST_HINTS)]
+    return marked[0] if len(marked) == 1 else None
 
 
 def open_store(config: RunConfig) -> RecordStore:
