@@ -5,7 +5,8 @@
 - each local model folder (or .gguf file), benchmark source, calibration file and the logs folder
   exists, and each local benchmark parses into items (subjects present, fields right);
 - each hub model and dataset is in the local Hugging Face cache, or the hub can be reached;
-- each model's `device_map` and `max_memory` name devices this machine has.
+- each model's `device_map` and `max_memory` name devices this machine has;
+- the run folder (or the folder it will be made in) can be written and has room.
 
 Any problem is one LoboError, so the CLI prints one line and exits 2 with nothing written.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from lobolib.errors import LoboError
 from lobolib.experiment.config import BenchmarkConfig, ModelConfig, RunConfig
+from lobolib.experiment.files import check_writable
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 NAMED_CALIBRATION = ("c4", "wikitext2", "pubmed", "pubmedqa-train")
@@ -27,6 +29,7 @@ NAMED_CALIBRATION = ("c4", "wikitext2", "pubmed", "pubmedqa-train")
 def check(config: RunConfig, *, items: bool = True) -> RunConfig:
     """The config with local paths absolute, or one LoboError (see the module docstring).
     `items=False` skips parsing the benchmarks' local files."""
+    check_writable(config.output_dir, "outputs")
     if config.logs_dir is not None:
         existing(config.logs_dir, "logs_dir")
     models = [_model(m, i) for i, m in enumerate(config.models)] if config.mode == "evaluate" else config.models
