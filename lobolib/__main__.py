@@ -148,16 +148,11 @@ def _config(target: str | None, overrides: list[str], out: str | None = None):
     return preflight.check(loaded)
 
 
-def _announce(command: str, config) -> None:
-    print(f"{command} {config.run} -> {config.output_dir}", flush=True)
-
-
 def _run(args) -> int:
     from lobolib.experiment import runner
 
     config = _config(args.parameters, args.overrides, args.out)
-    _announce("run", config)
-    report = runner.run(config, progress=not args.quiet, wait=args.wait)
+    report = runner.run(config, progress=not args.quiet, wait=args.wait, announce="run")
     print(f"report: {report}")
     return 0
 
@@ -166,8 +161,7 @@ def _sweep(args) -> int:
     from lobolib.experiment import runner
 
     config = _config(args.parameters, args.overrides, args.out)
-    _announce("sweep", config)
-    runner.sweep(config, progress=not args.quiet, wait=args.wait)
+    runner.sweep(config, progress=not args.quiet, wait=args.wait, announce="sweep")
     return 0
 
 
@@ -179,9 +173,8 @@ def _rescore(args) -> int:
     store = RecordStore(config.output_dir)
     if not store.legacy_files() and not store.cells():
         raise LoboError(f"no records in {config.output_dir}: run `{_prog()} run` first")
-    _announce("rescore", config)
     report = runner.run(config, notebooks=runner.RESCORE_NOTEBOOKS, evaluate=False, progress=not args.quiet,
-                        wait=args.wait)  # fmt: skip
+                        wait=args.wait, announce="rescore")  # fmt: skip
     print(f"report: {report}")
     return 0
 

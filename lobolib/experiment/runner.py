@@ -115,13 +115,15 @@ def run(
     progress: bool = True,
     notebook_dir: str | os.PathLike | None = None,
     wait: float = 0.0,
+    announce: str | None = None,
 ) -> Path:
     """Execute `notebooks` (default: all four, from `notebook_dir`, default the shipped ones) for
     `config` and render the report; returns the report's path.
 
     `evaluate=False` (rescore) tells notebook 02 not to run models or import logs but to analyse
     the records already in the run folder. The run holds the run folder's lock throughout;
-    another run holding it is a LoboError, or is waited for up to `wait` seconds.
+    another run holding it is a LoboError, or is waited for up to `wait` seconds. With the lock
+    taken, `announce` (a command name) prints "<announce> <run> -> <run folder>" on stdout.
     """
     from tqdm.auto import tqdm
 
@@ -129,6 +131,7 @@ def run(
     notebook_dir = Path(NOTEBOOK_DIR if notebook_dir is None else notebook_dir)
     run_dir = config.output_dir
     with RunLock(run_dir, wait=wait):
+        _announce(announce, config)
         make_dirs(run_dir / "notebooks")
         write_parameters(config, run_dir)
         record_manifest(run_dir, {"parameters": config.to_dict(), "notebooks": list(notebooks)})
@@ -145,7 +148,12 @@ def run(
         return render_report(run_dir, shown, config)
 
 
-def sweep(config: RunConfig, *, progress: bool = True, wait: float = 0.0):
+def _announce(command: str | None, config: RunConfig) -> None:
+    if command is not None:
+        print(f"{command} {config.run} -> {config.output_dir}", flush=True)
+
+
+def sweep(config: RunConfig, *, progress: bool = True, wait: float = 0.0, announce: str | None = None):
     """Evaluate every missing cell of the parameters' sweep, without the notebooks: the entry point
     for data-parallel evaluation (`accelerate launch --num_processes N -m lobolib sweep X.yaml`,
     see lobolib.experiment.distributed). A later `python -m lobolib run X.yaml` finds the records
@@ -158,6 +166,7 @@ def sweep(config: RunConfig, *, progress: bool = True, wait: float = 0.0):
     shard = current_shard()
     with launch_lock(config.output_dir, wait=wait, shard=shard):
         if shard.is_main:
+            _announce(announce, config)
             write_parameters(config, config.output_dir)
             record_manifest(config.output_dir, {"parameters": config.to_dict()})
         return Experiment(config).sweep(progress=progress)
