@@ -1,35 +1,48 @@
-"""Command line: ``python -m lobolib run|rescore|bench``.
+"""Command line: ``lobotomy run|rescore|sweep|bench`` (or ``python -m lobolib ...``, the same).
 
-    python -m lobolib run [parameters/X.yaml] [--set key=value ...]
-        Run the experiment: notebooks 01-04 into outputs/<run>/, then outputs/<run>/report.html.
-        Default parameters: parameters/default.yaml (embedded models, offline, CPU, minutes).
-        A rerun (or a run after a crash) reuses every record already on disk.
-    python -m lobolib rescore [parameters/X.yaml | outputs/<run>] [--set key=value ...]
+    lobotomy run [PARAMETERS] [--set key=value ...] [--out DIR] [--wait [SECONDS]] [--quiet]
+        Run the experiment: notebooks 01-04 into DIR/<run>/ (DIR: --out, else outputs/ in the
+        current directory), then DIR/<run>/report.html. PARAMETERS is a YAML file, or the name of
+        a shipped one (default, biomistral_vs_mistral, kaggle_dual_t4, reference_logs); without
+        it, the shipped default (embedded models, offline, CPU, minutes). Works from any directory.
+        A rerun (or a run after a crash or Ctrl-C) reuses every record already on disk.
+    lobotomy rescore [PARAMETERS | RUN_FOLDER] [--set key=value ...] [--out DIR]
         Re-run notebooks 02-04 on the records already in the run folder, evaluating nothing.
-    python -m lobolib sweep [parameters/X.yaml] [--set key=value ...]
+    lobotomy sweep [PARAMETERS] [--set key=value ...] [--out DIR]
         Only evaluate the missing records (no notebooks). Data parallel over N GPUs:
         accelerate launch --num_processes N -m lobolib sweep parameters/X.yaml
-    python -m lobolib bench prune [--device cpu|cuda]
+    lobotomy bench prune [--device cpu|cuda]
         Time the pruning kernel (lobolib.perf.prune.bench_prune).
-    python -m lobolib bench [--out FILE.json] [--device cpu|cuda] [--data-dir D --tokenizer-dir T] [--level 0.5]
+    lobotomy bench [--out FILE.json] [--device cpu|cuda] [--data-dir D --tokenizer-dir T] [--level 0.5]
         Measure sweep throughput (lobolib.perf.sweep.bench_sweep).
-    python -m lobolib bench compress [--out F.json] [--device cpu|cuda] [--batch N] [--only int4,sparse24_cusparselt]
+    lobotomy bench compress [--out F.json] [--device cpu|cuda] [--batch N] [--only int4,sparse24_cusparselt]
         What each weight format buys against dense (lobolib.perf.compress.bench_compress).
-    python -m lobolib bench methods [--out F.json] [--device cpu|cuda] [--only wanda,gptq4]
-                                    [--sweep-json SWEEP.json | --eval-seconds S]
+    lobotomy bench methods [--out F.json] [--device cpu|cuda] [--only wanda,gptq4]
+                           [--sweep-json SWEEP.json | --eval-seconds S]
         Time one level of each compression method (lobolib.perf.methods.bench_methods).
 
-A user error (bad parameters, a missing file) prints one line "error: ..." and exits 2; a notebook
-that fails otherwise prints one line naming the notebook and cell and exits 1.
+run, rescore and sweep say where they write at their start (``run default -> /abs/outputs/default``
+on stdout). A run folder is used by one command at a time: another one working in it is named
+and the command refused (exit 2), or, with --wait, waited for (forever, or SECONDS).
+
+Every user error (bad parameters, a missing file or model, a folder that cannot be written, a
+folder in use) prints one line "error: ..." on stderr and exits 2 before any work, with nothing
+written; a notebook that fails otherwise prints one line naming the notebook and cell and exits 1;
+Ctrl-C prints one line and exits 130, every record written so far kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import warnings
 from pathlib import Path
 
 from lobolib.errors import LoboError
+
+INTERRUPTED = "interrupted: the records written so far are kept; rerun the same command to resume"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,26 +52,42 @@ class _Parser(argparse.ArgumentParser):
         raise LoboError(f"{message} (see: {self.prog} --help)")
 
 
+def _prog() -> str:
+    return "lobotomy" if Path(sys.argv[0]).name == "lobotomy" else "python -m lobolib"
+
+
+def _wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--wait takes seconds, got {text!r}") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"--wait takes a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _run_options(command: argparse.ArgumentParser, target: str, target_help: str) -> None:
+    command.add_argument(target, nargs="?", default=None, help=target_help)
+    command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a parameter, e.g. --set sparsity.step=0.1 or --set models.0.dtype=float16")
+    command.add_argument("--out", default=None, metavar="DIR",
+                         help="the folder that holds the runs (default: outputs/ in the current directory)")
+    command.add_argument("--wait", nargs="?", type=_wait_seconds, const=math.inf, default=0.0, metavar="SECONDS",
+                         help="when another command is working in the run folder, wait for it (forever, or "
+                              "SECONDS) instead of refusing")  # fmt: skip
+    command.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m lobolib", description="Prune language models level by level and measure what they still know.")
+    parser = _Parser(prog=_prog(), description="Compress language models level by level and measure what they still know.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    run = commands.add_parser("run", help="run an experiment (notebooks 01-04, report.html)")
-    run.add_argument("parameters", nargs="?", default="parameters/default.yaml", help="parameters/X.yaml")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a parameter, e.g. --set sparsity.step=0.1 or --set models.0.dtype=float16")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    sweep = commands.add_parser("sweep", help="only evaluate the missing records (data parallel under accelerate launch)")
-    sweep.add_argument("parameters", nargs="?", default="parameters/default.yaml", help="parameters/X.yaml")
-    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    sweep.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    rescore = commands.add_parser("rescore", help="re-analyse existing records (notebooks 02-04, no evaluation)")
-    rescore.add_argument("target", nargs="?", default="parameters/default.yaml",
-                         help="parameters/X.yaml or a run folder outputs/<run>")
-    rescore.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    rescore.add_argument("--quiet", action="store_true", help="no progress bars")
+    parameters_help = "a parameters file (YAML) or a shipped one's name; default: the shipped default"
+    _run_options(commands.add_parser("run", help="run an experiment (notebooks 01-04, report.html)"),
+                 "parameters", parameters_help)
+    _run_options(commands.add_parser("sweep", help="only evaluate the missing records (data parallel under "
+                                                   "accelerate launch)"), "parameters", parameters_help)
+    _run_options(commands.add_parser("rescore", help="re-analyse existing records (notebooks 02-04, no evaluation)"),
+                 "target", "a parameters file or a run folder (outputs/<run>)")
 
     bench = commands.add_parser("bench", help="benchmarks of the toolkit itself (pruning kernel, sweep throughput, "
                                               "compressed formats, compression methods)")
@@ -84,22 +113,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(target: str, overrides: list[str]):
-    """The parameters of a file or a run folder, checked against everything they name (preflight)."""
+def parameters_file(target: str | None) -> Path:
+    """The parameters file a command names: an existing file, else a shipped one of that name
+    (`default`, `parameters/default.yaml`), else the path as given (load_config says it is missing).
+    No name: the shipped default."""
+    from lobolib.experiment import runner
+
+    if target is None:
+        return runner.shipped("parameters") / "default.yaml"
+    path = Path(target)
+    if path.is_file():
+        return path
+    return runner.shipped_parameters(target) or path
+
+
+def _config(target: str | None, overrides: list[str], out: str | None = None):
+    """The parameters of a file or a run folder (with --out), checked against everything they name
+    (preflight) before any work."""
+    import dataclasses
+
     from lobolib.experiment import config, preflight, runner
 
-    path = Path(target)
-    if path.is_dir():
-        loaded = runner.config_of_run(path)
-        return preflight.check(config.from_dict(config.apply_overrides(loaded.to_dict(), overrides)))
-    return preflight.check(config.load_config(path, overrides))
+    path = Path(target) if target is not None else None
+    if path is not None and path.is_dir():
+        if out is not None:
+            raise LoboError(f"{target} is a run folder, which says where the run is; drop --out (or give parameters)")
+        data = runner.config_of_run(path).to_dict()
+        data["outputs"], data["run"] = str(path.resolve().parent), path.resolve().name  # where the folder is now
+        loaded = config.from_dict(config.apply_overrides(data, overrides))
+    else:
+        loaded = config.load_config(parameters_file(target), overrides)
+    if out is not None:
+        loaded = dataclasses.replace(loaded, outputs=os.path.abspath(os.path.expanduser(out)))
+    return preflight.check(loaded)
 
 
 def _run(args) -> int:
     from lobolib.experiment import runner
 
-    config = _config(args.parameters, args.overrides)
-    report = runner.run(config, progress=not args.quiet)
+    config = _config(args.parameters, args.overrides, args.out)
+    report = runner.run(config, progress=not args.quiet, wait=args.wait, announce="run")
     print(f"report: {report}")
     return 0
 
@@ -107,18 +160,21 @@ def _run(args) -> int:
 def _sweep(args) -> int:
     from lobolib.experiment import runner
 
-    runner.sweep(_config(args.parameters, args.overrides), progress=not args.quiet)
+    config = _config(args.parameters, args.overrides, args.out)
+    runner.sweep(config, progress=not args.quiet, wait=args.wait, announce="sweep")
     return 0
 
 
 def _rescore(args) -> int:
     from lobolib.experiment import runner
+    from lobolib.experiment.store import RecordStore
 
-    from lobolib.experiment.notebook import open_store, require_records
-
-    config = _config(args.target, args.overrides)
-    require_records(open_store(config))
-    report = runner.run(config, notebooks=runner.RESCORE_NOTEBOOKS, evaluate=False, progress=not args.quiet)
+    config = _config(args.target, args.overrides, args.out)
+    store = RecordStore(config.output_dir)
+    if not store.legacy_files() and not store.cells():
+        raise LoboError(f"no records in {config.output_dir}: run `{_prog()} run` first")
+    report = runner.run(config, notebooks=runner.RESCORE_NOTEBOOKS, evaluate=False, progress=not args.quiet,
+                        wait=args.wait, announce="rescore")  # fmt: skip
     print(f"report: {report}")
     return 0
 
@@ -164,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     from lobolib.experiment.runner import NotebookFailed
 
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warning
     try:
         args = build_parser().parse_args(argv)
         return {"run": _run, "sweep": _sweep, "rescore": _rescore, "bench": _bench}[args.command](args)
@@ -174,12 +232,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted: the records written so far are kept; rerun the same command to resume", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr, ``warning: ...`` (lobolib's own) or ``warning: Category:
+    ...`` (another library's)."""
+    ours = f"{os.sep}lobolib{os.sep}" in str(filename)
+    text = _one_line(str(message)) if ours else f"{category.__name__}: {_one_line(str(message))}"
+    print(f"warning: {text}", file=file or sys.stderr)
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def entry_point() -> None:
+    """The `lobotomy` command (pyproject's console script): `python -m lobolib` by another name."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -117,10 +117,10 @@ def test_other_semantic_errors():
     assert "looks like a Hugging Face token" in error_of(valid(models=[{**MODELS[0], "revision": "hf_" + "a" * 30}]))
 
 
-def test_local_model_folder_and_hub_ids(tmp_path):
-    config = check(from_dict(valid(models=[{"name": "local", "model": str(tmp_path)},
-                                           {"name": "hub", "model": "org/model-7B", "local_files_only": True}])))
-    assert config.models[0].model == str(tmp_path.resolve())
+def test_local_model_folder_and_hub_ids(tiny_model_dir):
+    config = check(from_dict(valid(models=[{"name": "local", "model": str(tiny_model_dir)}])))
+    assert config.models[0].model == str(tiny_model_dir.resolve())
+    config = from_dict(valid(models=[{"name": "hub", "model": "org/model-7B", "local_files_only": True}]))
     assert model_spec(config, "hub") == {
         "model": "org/model-7B", "revision": None, "dtype": "auto", "device_map": None, "max_memory": None,
         "trust_remote_code": False, "allow_pickle_weights": False, "local_files_only": True,

@@ -258,3 +258,67 @@ def test_a_run_in_the_old_layout_is_migrated_without_losing_a_record(tmp_path):
     assert migrated == sample_records(0.0) + sample_records(0.45)
     assert store.read_reports(MODEL, METHOD)["0.4500"]["pruned"] == 0.45
     assert store.migrate_legacy(METHOD) == 0  # nothing left to move
+
+
+# --- the file system: full, read-only, umask --------------------------------------------------------
+
+
+def test_a_full_disk_mid_write_is_one_error_naming_the_path_and_the_old_file_is_intact(tmp_path, monkeypatch):
+    import errno
+
+    store = RecordStore(tmp_path)
+    path = store.write(MODEL, m(0.45), 0.45, "pubmedqa", sample_records())
+    before = path.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)  # the records are in the temp file; flushing them fails
+    with pytest.raises(LoboError) as caught:
+        store.write(MODEL, m(0.45), 0.45, "pubmedqa", sample_records()[:1])
+    assert str(caught.value) == (f"cannot write {path}: the disk is full; free some space or write the run "
+                                 "elsewhere with --out DIR")
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp file left behind
+    assert len(store.read()) == 3
+
+
+def test_a_read_only_folder_is_one_error_naming_the_path(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    store = RecordStore(tmp_path)
+    with pytest.raises(LoboError, match="cannot write .*pubmedqa__0.4500.jsonl: the file system is read-only"):
+        store.write(MODEL, m(0.45), 0.45, "pubmedqa", sample_records())
+    with pytest.raises(LoboError, match="manifest.json: the file system is read-only"):
+        from lobolib.experiment.manifest import write_manifest
+
+        write_manifest(tmp_path, {"a": 1})
+
+
+def test_other_os_errors_are_not_taken_for_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError("disk vanished")))
+    with pytest.raises(OSError, match="disk vanished"):
+        RecordStore(tmp_path).write(MODEL, m(0.45), 0.45, "pubmedqa", sample_records())
+
+
+@pytest.mark.parametrize("umask, mode", [(0o002, 0o664), (0o022, 0o644), (0o077, 0o600)])
+def test_files_get_the_permissions_the_umask_gives(tmp_path, umask, mode):
+    from lobolib.experiment.files import atomic_write_text
+    from lobolib.experiment.manifest import write_manifest
+
+    old = os.umask(umask)
+    try:
+        records = RecordStore(tmp_path).write(MODEL, m(0.45), 0.45, "pubmedqa", sample_records())
+        manifest = write_manifest(tmp_path, {"a": 1})
+        report = tmp_path / "report.html"
+        atomic_write_text(report, "<html></html>")  # how report.html is written
+    finally:
+        os.umask(old)
+    for path in (records, manifest, report):
+        assert path.stat().st_mode & 0o777 == mode, path

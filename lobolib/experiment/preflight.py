@@ -5,7 +5,8 @@
 - each local model folder (or .gguf file), benchmark source, calibration file and the logs folder
   exists, and each local benchmark parses into items (subjects present, fields right);
 - each hub model and dataset is in the local Hugging Face cache, or the hub can be reached;
-- each model's `device_map` and `max_memory` name devices this machine has.
+- each model's `device_map` and `max_memory` name devices this machine has;
+- the run folder (or the folder it will be made in) can be written and has room.
 
 Any problem is one LoboError, so the CLI prints one line and exits 2 with nothing written.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from lobolib.errors import LoboError
 from lobolib.experiment.config import BenchmarkConfig, ModelConfig, RunConfig
+from lobolib.experiment.files import check_writable
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 NAMED_CALIBRATION = ("c4", "wikitext2", "pubmed", "pubmedqa-train")
@@ -27,6 +29,7 @@ NAMED_CALIBRATION = ("c4", "wikitext2", "pubmed", "pubmedqa-train")
 def check(config: RunConfig, *, items: bool = True) -> RunConfig:
     """The config with local paths absolute, or one LoboError (see the module docstring).
     `items=False` skips parsing the benchmarks' local files."""
+    check_writable(config.output_dir, "outputs")
     if config.logs_dir is not None:
         existing(config.logs_dir, "logs_dir")
     if config.analysis.costs is not None:
@@ -55,37 +58,61 @@ def _looks_like_path(text: str) -> bool:
 
 
 def _model(m: ModelConfig, index: int) -> ModelConfig:
-    """A local model folder or .gguf file must exist (absolute path kept); anything else must be a
-    hub id that is cached or reachable; its devices must exist."""
+    """The model spec must be valid (models.load_model's checks), its devices must exist and hold
+    what max_memory asks; a local model folder or .gguf file must exist (absolute path kept) and
+    hold loadable weights; anything else must be a hub id that is cached or reachable, whose
+    files pass the same checks (safetensors weights, no pickle, a pinned commit for remote code)."""
+    from lobolib import models
+
     where = f"models.{index}"
-    _devices(m, where)
+    spec = _spec_checked(lambda: models._validated(m.spec()), where)
+    _devices(spec, where)
     if m.embedded is not None:
         return m
     if m.packaged:
-        from lobolib.models import smollm2_gguf
-
-        smollm2_gguf()  # LoboError saying how to install it when absent
+        models.smollm2_gguf()  # LoboError saying how to install it when absent
         return m
     if _looks_like_path(m.model) or Path(m.model).expanduser().exists():
-        return dataclasses.replace(m, model=existing(m.model, f"{where}.model"))
-    if not _HUB_ID.match(m.model):
+        m = dataclasses.replace(m, model=existing(m.model, f"{where}.model"))
+        spec["model"] = m.model
+    elif not _HUB_ID.match(m.model):
         raise LoboError(f"{where}.model: {m.model!r} is neither an existing folder nor a hub id like org/name")
-    if not m.local_files_only:
-        hub_reachable_or_cached(m.model, "model", m.revision, f"{where}.model")
+    elif not hub_reachable_or_cached(m.model, "model", m.revision, f"{where}.model"):
+        spec["local_files_only"] = True  # check the cached snapshot, without asking the hub
+    elif m.local_files_only:
+        raise LoboError(f"{where}.model: {m.model!r} is not in the local Hugging Face cache and local_files_only is "
+                        "set; download it first or set local_files_only: false")  # fmt: skip
+    _spec_checked(lambda: _model_files(models, spec), where)
     return m
 
 
-def _devices(m: ModelConfig, where: str) -> None:
-    """device_map / max_memory may only name devices this machine has."""
+def _model_files(models, spec: dict) -> None:
+    """models.load_model's file checks (what is there, weights, pickle, remote code), reading no weight."""
+    with models._hub_errors_as_lobo_errors(spec):
+        models._checked_files(spec, weights=not spec["allow_pickle_weights"])
+
+
+def _spec_checked(check, where: str):
+    try:
+        return check()
+    except LoboError as err:
+        message = str(err)
+        raise LoboError(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+def _devices(spec: dict, where: str) -> None:
+    """device_map / max_memory may only name devices this machine has, and max_memory may not ask
+    a device for more memory than it has."""
     import torch
 
     gpus = torch.cuda.device_count()
+    device_map = spec["device_map"]
     named = []
-    if isinstance(m.device_map, str) and m.device_map.startswith("cuda"):
-        named.append(m.device_map)
-    if isinstance(m.device_map, dict):
-        named.extend(str(v) for v in m.device_map.values())
-    named.extend(str(k) for k in (m.max_memory or {}))
+    if isinstance(device_map, str) and device_map.startswith("cuda"):
+        named.append(device_map)
+    if isinstance(device_map, dict):
+        named.extend(str(v) for v in device_map.values())
+    named.extend(str(k) for k in (spec["max_memory"] or {}))
     for device in named:
         text = device.strip().lower().removeprefix("cuda:").removeprefix("cuda")
         if text in ("cpu", "disk", "mps", "meta"):
@@ -97,16 +124,38 @@ def _devices(m: ModelConfig, where: str) -> None:
             have = f"{gpus} GPU{'s' if gpus != 1 else ''}" if gpus else "no GPU"
             raise LoboError(f"{where}: device {device!r} asks for GPU {index}, but this machine has {have}; "
                             "use device_map: auto (or cpu) and drop max_memory entries for missing GPUs")  # fmt: skip
+    for device, size in (spec["max_memory"] or {}).items():
+        _memory_fits(device, size, f"{where}.max_memory.{device}")
 
 
-def hub_reachable_or_cached(repo_id: str, repo_type: str, revision: str | None, where: str) -> None:
-    """LoboError unless `repo_id` is in the local Hugging Face cache or the hub answers."""
+def _memory_fits(device, size, where: str) -> None:
+    """A max_memory entry may not exceed the device's memory (a GPU's, or this machine's RAM)."""
+    from accelerate.utils import convert_file_size_to_int
+
+    wanted = convert_file_size_to_int(size)
+    if wanted <= 0:
+        raise LoboError(f"{where}: {size!r} leaves the device no memory; give a size such as 14GiB, or drop the entry")
+    if isinstance(device, int):
+        import torch
+
+        total, what = torch.cuda.get_device_properties(device).total_memory, f"GPU {device} has"
+    elif device == "cpu":
+        total, what = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine has"
+    else:
+        return
+    if wanted > total:
+        raise LoboError(f"{where}: {size} is more than the {total / 2**30:.1f} GiB {what}; give at most that")
+
+
+def hub_reachable_or_cached(repo_id: str, repo_type: str, revision: str | None, where: str) -> bool:
+    """True when the hub answers, False when `repo_id` is only in the local Hugging Face cache;
+    LoboError when neither."""
     from huggingface_hub import try_to_load_from_cache
 
     probe = "config.json" if repo_type == "model" else "README.md"
     cached = try_to_load_from_cache(repo_id, probe, revision=revision, repo_type=repo_type)
     if isinstance(cached, str):
-        return
+        return False
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
     if offline or not _hub_answers():
         raise LoboError(
@@ -114,9 +163,10 @@ def hub_reachable_or_cached(repo_id: str, repo_type: str, revision: str | None, 
             f"{'is switched off (HF_HUB_OFFLINE)' if offline else 'cannot be reached'}; give a local copy, "
             "set HF_HOME to a cache that has it, or go online"
         )
+    return True
 
 
-def _hub_answers(timeout: float = 5.0) -> bool:
+def _hub_answers(timeout: float = 3.0) -> bool:
     """Whether huggingface.co answers an HTTPS request within `timeout` seconds."""
     import socket
     import urllib.request
