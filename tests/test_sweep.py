@@ -181,7 +181,7 @@ def test_a_model_left_pruned_by_an_earlier_sweep_is_refused(tmp_path, tokenizer)
     model = fresh_model(tokenizer)
     sweep.run_sweep(model, tokenizer, model_name=MODEL, setting=magnitude([0.5]), item_sets=item_sets(),
                     store=RecordStore(tmp_path / "a"), progress=False)
-    with pytest.raises(LoboError, match="already 50.0% sparse, beyond the first level to evaluate \(0\)"):
+    with pytest.raises(LoboError, match=r"already 50.0% sparse, beyond the first level to evaluate \(0\)"):
         sweep.run_sweep(model, tokenizer, model_name=MODEL, setting=magnitude([0.0, 0.5]), item_sets=item_sets(),
                         store=RecordStore(tmp_path / "b"), progress=False)
 

@@ -465,7 +465,7 @@ def ranking(scores: pd.DataFrame, level: float | None = None) -> pd.DataFrame:
     at = scores[np.isclose(scores["level"], nearest_level(scores["level"], 0.0 if level is None else level))]
     at = at[at["metric"] != "invalid_rate"]
     keys = ["setting", "benchmark", "group", "scoring", "metric"]
-    ranked = at.assign(rank=at.groupby(keys)["value"].rank(ascending=False, method="min").astype(int))
+    ranked = at.assign(rank=at.groupby(keys)["value"].rank(ascending=False, method="min").astype("Int64"))
     return ranked.pivot_table(index=keys, columns="model", values="rank").reset_index().rename_axis(columns=None)
 
 
@@ -559,7 +559,7 @@ def auc_ranking(robustness: pd.DataFrame) -> pd.DataFrame:
     single = robustness[~robustness["model"].str.contains(" - ", regex=False)
                         & ~robustness["setting"].str.contains(" - ", regex=False)]  # fmt: skip
     keys = ["setting", "benchmark", "group", "scoring", "metric"]
-    ranked = single.assign(rank=single.groupby(keys)["auc_normalised"].rank(ascending=False, method="min").astype(int))
+    ranked = single.assign(rank=single.groupby(keys)["auc_normalised"].rank(ascending=False, method="min").astype("Int64"))
     table = ranked.pivot_table(index=keys, columns="model", values="rank", aggfunc="first", sort=False)
     return table.astype("Int64").reset_index().rename_axis(columns=None)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from lobolib.compress.methods import METHODS, PATTERNS, QUANT_BITS, SCOPES
+from lobolib.compress.methods import METHODS, PATTERNS, QUANT_BITS
 from lobolib.errors import LoboError
 from lobolib.records import DENSE
 
