@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 SMALL = ["--set", "run=small", "--set", "sparsity.levels=[0,0.5,0.9]", "--set", "benchmarks.pubmedqa.max_items=12",
          "--set", "benchmarks.mmlu.subjects=[reference_medical,logic]", "--set",
-         "benchmarks.mmlu.max_items_per_subject=3", "--set", "analysis.bootstrap=50"]  # fmt: skip
+         "benchmarks.mmlu.max_items_per_subject=3", "--set", "analysis.bootstrap=50",
+         "--set", "compression=[{method: magnitude}]"]  # fmt: skip
 CELLS = 2 * 3 * 2  # models x levels x benchmarks
 
 

@@ -497,11 +497,24 @@ def from_dict(raw: Mapping) -> RunConfig:
         raise LoboError(f"evaluation.batch_size: {config.evaluation.batch_size} must be at least 1 (or null: automatic)")
     return dataclasses.replace(
         config,
+        compression=[_absolute_calibration(c) for c in config.compression],
         benchmarks={name: _default_source(name, bench) for name, bench in config.benchmarks.items()},
         outputs=os.path.abspath(os.path.expanduser(config.outputs)),
         logs_dir=os.path.abspath(os.path.expanduser(config.logs_dir)) if config.logs_dir is not None else None,
         sparsity=SparsityConfig(levels=levels),
     )
+
+
+def _absolute_calibration(setting: SettingConfig) -> SettingConfig:
+    """A calibration file or folder as an absolute path (it names the setting's cells)."""
+    from lobolib.compress.calibration import SOURCES
+
+    c = setting.calibration
+    if c is None:
+        return setting
+    source = c.source if c.source in SOURCES else os.path.abspath(os.path.expanduser(c.source))
+    data_dir = os.path.abspath(os.path.expanduser(c.data_dir)) if c.data_dir is not None else None
+    return dataclasses.replace(setting, calibration=dataclasses.replace(c, source=source, data_dir=data_dir))
 
 
 def _default_source(name: str, bench: BenchmarkConfig) -> BenchmarkConfig:

@@ -105,10 +105,14 @@ class Setting:
 
 
 def _source_name(source: str) -> str:
-    """A calibration source's short name: the named sources as they are, a file by its name."""
+    """A calibration source's short name: the named sources as they are, a file by its name and
+    6 hex digits of the SHA-256 of its absolute path (two files of one name stay apart)."""
+    import hashlib
     from pathlib import PurePath
 
-    return source if "/" not in source and "\\" not in source else PurePath(source).name
+    if "/" not in source and "\\" not in source:
+        return source
+    return f"{PurePath(source).name}@{hashlib.sha256(source.encode('utf-8')).hexdigest()[:6]}"
 
 
 def check_levels(levels: Sequence, unit: str, where: str) -> tuple[float, ...]:
