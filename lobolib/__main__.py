@@ -89,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(commands.add_parser("rescore", help="re-analyse existing records (notebooks 02-04, no evaluation)"),
                  "target", "a parameters file or a run folder (outputs/<run>)")
 
+    export = commands.add_parser("export", help="write one model compressed by one setting at one level, with "
+                                                "save_pretrained (loads with no lobolib code)")
+    export.add_argument("parameters", help=parameters_help)
+    export.add_argument("directory", help="a new (or empty) folder to write the model into")
+    export.add_argument("--model", required=True, help="the model's name in the parameters")
+    export.add_argument("--setting", required=True, help="the compression setting's name (or canonical description)")
+    export.add_argument("--level", required=True, type=float, help="its level: a sparsity, or a bit width")
+    export.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter, as for run")
+
     bench = commands.add_parser("bench", help="benchmarks of the toolkit itself (pruning kernel, sweep throughput, "
                                               "compressed formats, compression methods)")
     bench.add_argument("what", nargs="?", choices=["sweep", "prune", "data-parallel", "sharded", "compress", "methods"],
@@ -179,6 +189,17 @@ def _rescore(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from lobolib.experiment import config, preflight
+    from lobolib.experiment.export import check_level, export, find_setting
+
+    loaded = config.load_config(parameters_file(args.parameters), args.overrides)
+    check_level(find_setting(loaded, args.setting), args.level)  # before loading anything
+    folder = export(preflight.check(loaded, items=False), args.model, args.setting, args.level, args.directory)
+    print(f"exported: {folder}")
+    return 0
+
+
 _BENCH_OPTIONS = {"only": ("compress", "methods"), "batch": ("compress",), "sweep_json": ("methods",),
                   "eval_seconds": ("methods",)}
 
@@ -224,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _one_line_warning
     try:
         args = build_parser().parse_args(argv)
-        return {"run": _run, "sweep": _sweep, "rescore": _rescore, "bench": _bench}[args.command](args)
+        commands = {"run": _run, "sweep": _sweep, "rescore": _rescore, "export": _export, "bench": _bench}
+        return commands[args.command](args)
     except LoboError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2

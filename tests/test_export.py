@@ -64,3 +64,17 @@ def test_export_never_overwrites(config, tmp_path):
     with pytest.raises(LoboError, match="not an empty folder"):
         export(config, "base", "mag", 0.5, tmp_path / "full")
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+def test_the_cli_exports_and_refuses_in_one_line(tmp_path, embedded_cache, monkeypatch, capsys):
+    from lobolib.__main__ import main
+
+    monkeypatch.setenv("LOBOTOMY_CACHE", str(embedded_cache))
+    base = ["export", "default", "--set", f"outputs={tmp_path / 'outputs'}"]
+    assert main([*base, str(tmp_path / "m"), "--model", "base", "--setting", "rtn", "--level", "8"]) == 0
+    assert (tmp_path / "m" / "model.safetensors").is_file() and "rtn" in (tmp_path / "m" / "README.md").read_text()
+    capsys.readouterr()
+    assert main([*base, str(tmp_path / "n"), "--model", "base", "--setting", "rtn", "--level", "7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --level for rtn: 7.0 bits is not one of")
+    assert not (tmp_path / "n").exists()
