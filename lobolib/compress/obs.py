@@ -34,6 +34,7 @@ as fallback (and on CPU).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -168,6 +169,20 @@ def sweep_block(W1, U1, mask, scale, zero, Q1, E1, spec: BlockSpec) -> None:
             W1[i + 1:].addmm_(U1[i, i + 1:, None], E1[i:i + 1], alpha=-1)
 
 
+@contextmanager
+def _single_thread(on: bool):
+    """One intra-op thread while `on`: the eager loop's ops are so small that OpenMP's fork/join
+    costs more than they do (3-6x slower with 2 threads on a shared 2-core CPU)."""
+    threads = torch.get_num_threads()
+    if on and threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
 class BlockRunner:
     """Runs sweep_block eagerly, or on CUDA replays it from a graph captured once per block shape
     (the loop's ~5-12 small kernels per column then cost no Python or launch overhead). A new
@@ -182,7 +197,8 @@ class BlockRunner:
             mask = torch.zeros(W1.shape, dtype=torch.bool, device=W1.device)
         if not self._use_graphs(W1):
             Q1, E1 = torch.empty_like(W1), torch.empty_like(W1)
-            sweep_block(W1, U1, mask, scale, zero, Q1, E1, spec)
+            with _single_thread(W1.device.type == "cpu"):
+                sweep_block(W1, U1, mask, scale, zero, Q1, E1, spec)
             return Q1, E1
         key = (tuple(W1.shape), W1.device, spec, mask is not None, scale is not None)
         entry = self.cache.get(key)
