@@ -83,3 +83,13 @@ def test_smallest_mask_takes_k_in_row_major_order_on_ties():
     scores = torch.tensor([[0.5, 0.1, 0.5], [0.5, 0.9, 0.1]])
     assert torch.equal(smallest_mask(scores, 3), torch.tensor([[True, True, False], [False, False, True]]))
     assert int(smallest_mask(scores, 0).sum()) == 0
+
+
+@pytest.mark.parametrize("shape,k", [((5, 40), 13), ((3, 7, 8), 4), ((200,), 77), ((4, 6), 0), ((4, 6), 6)])
+def test_selection_and_sorting_paths_give_the_same_mask(shape, k):
+    generator = torch.Generator().manual_seed(k)
+    scores = torch.randint(0, 5, shape, generator=generator).float()  # heavy ties
+    got = patterns.lowest_k(scores, k)
+    want = patterns._lowest_k_sorted(scores, k) if 0 < k < shape[-1] else got
+    assert torch.equal(got, want)
+    assert bool((got.sum(-1) == min(k, shape[-1])).all())

@@ -67,7 +67,8 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, grid
                   out: torch.Tensor | None = None) -> torch.Tensor:
     """Round `x` (fp32) to the nearest grid value ``(clamp(round(x / scale) + zero) - zero) * scale``."""
     q = torch.div(x, scale, out=out)
-    q.round_().add_(zero).clamp_(0, grid.levels).sub_(zero).mul_(scale)
+    torch.round(q, out=q)  # (in-place round_ runs ~1000x slower on some CPU builds)
+    q.add_(zero).clamp_(0, grid.levels).sub_(zero).mul_(scale)
     return q
 
 

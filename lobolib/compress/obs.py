@@ -34,6 +34,7 @@ as fallback (and on CPU).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -134,11 +135,10 @@ class BlockSpec:
     group_in_block: int | None  # group size when groups start inside the block
 
 
-def _lowest_along_rows(scores: torch.Tensor, n: int) -> torch.Tensor:
-    """True at the n lowest of each column of `scores` [m, r] (ties: lower row), by ranks: no sort."""
-    m = scores.shape[0]
+def _lowest_along_rows(scores: torch.Tensor, n: int, earlier: torch.Tensor) -> torch.Tensor:
+    """True at the n lowest of each column of `scores` [m, r] (ties: lower row), by ranks (no
+    sort, so it captures in a CUDA graph); earlier[j, k] = k < j."""
     a, b = scores.unsqueeze(1), scores.unsqueeze(0)  # a[j], b[k]
-    earlier = torch.ones(m, m, dtype=torch.bool, device=scores.device).tril(-1).unsqueeze(-1)  # k < j
     rank = ((b < a) | ((b == a) & earlier)).sum(1)
     return rank < n
 
@@ -149,11 +149,13 @@ def sweep_block(W1, U1, mask, scale, zero, Q1, E1, spec: BlockSpec) -> None:
     the current group; writes the fixed columns to Q1 and their scaled errors to E1."""
     width = W1.shape[0]
     d = U1.diagonal()
+    if spec.nm is not None:
+        n, m = spec.nm
+        earlier = torch.ones(m, m, dtype=torch.bool, device=W1.device).tril(-1).unsqueeze(-1)
     for i in range(width):
-        if spec.nm is not None and i % spec.nm[1] == 0:
-            n, m = spec.nm
+        if spec.nm is not None and i % m == 0:
             scores = W1[i:i + m].square() / d[i:i + m, None].square()
-            mask[i:i + m] = _lowest_along_rows(scores, n)
+            mask[i:i + m] = _lowest_along_rows(scores, n, earlier)
         if spec.group_in_block is not None and i % spec.group_in_block == 0:
             scale, zero = (p.reshape(-1) for p in grid_params(W1[i:i + spec.group_in_block], spec.grid, dim=0))
         w, q = W1[i], Q1[i]
@@ -163,8 +165,22 @@ def sweep_block(W1, U1, mask, scale, zero, Q1, E1, spec: BlockSpec) -> None:
         if spec.grid is not None:
             fake_quantize(q, scale, zero, spec.grid, out=q)
         torch.sub(w, q, out=E1[i]).div_(d[i])
-        if i + 1 < width:
-            W1[i + 1:].addr_(U1[i, i + 1:], E1[i], alpha=-1)
+        if i + 1 < width:  # a rank-1 update as a matrix product (addr_ is ~10x slower on CPUs)
+            W1[i + 1:].addmm_(U1[i, i + 1:, None], E1[i:i + 1], alpha=-1)
+
+
+@contextmanager
+def _single_thread(on: bool):
+    """One intra-op thread while `on`: the eager loop's ops are so small that OpenMP's fork/join
+    costs more than they do (3-6x slower with 2 threads on a shared 2-core CPU)."""
+    threads = torch.get_num_threads()
+    if on and threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 class BlockRunner:
@@ -181,7 +197,8 @@ class BlockRunner:
             mask = torch.zeros(W1.shape, dtype=torch.bool, device=W1.device)
         if not self._use_graphs(W1):
             Q1, E1 = torch.empty_like(W1), torch.empty_like(W1)
-            sweep_block(W1, U1, mask, scale, zero, Q1, E1, spec)
+            with _single_thread(W1.device.type == "cpu"):
+                sweep_block(W1, U1, mask, scale, zero, Q1, E1, spec)
             return Q1, E1
         key = (tuple(W1.shape), W1.device, spec, mask is not None, scale is not None)
         entry = self.cache.get(key)
