@@ -85,3 +85,16 @@ def test_without_a_dense_copy_a_second_setting_is_refused(tokenizer):
     compress(model, setting("magnitude", [0.0, 0.5]), 0.5)
     with pytest.raises(LoboError, match="no dense copy was kept"):
         compress(model, setting("magnitude", [0.0, 0.3], scope="global"), 0.3)
+
+
+def test_joint_sparsegpt_and_gptq_prune_and_quantize_in_one_pass(tokenizer, text):
+    joint = setting("sparsegpt", [0.0, 0.5], calibration=Calibration(source=str(text), n_samples=4, seq_len=16),
+                    quantize_bits=4, group_size=16)
+    assert joint.description.startswith("sparsegpt/gptq4/g16/calib=")
+    model = build_tiny_model(len(tokenizer))
+    report = Compressor(tokenizer)(model, joint, 0.5)
+    assert 0.5 <= report["pruned"] < 0.56  # half pruned, and a few kept weights round to the grid's zero
+    weight = model.model.layers[0].mlp.down_proj.weight.detach()
+    groups = weight.reshape(weight.shape[0], -1, 16)
+    assert max(len(set(g[g != 0].tolist())) for row in groups for g in row) <= 16  # 4-bit grid per group
+    assert report["bits_per_weight"] == pytest.approx(4 * 0.5 + 1 + 32 / 16)

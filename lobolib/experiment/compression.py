@@ -91,8 +91,10 @@ def _apply(model, setting: Setting, level: float, calibration) -> dict:
     else:
         from lobolib.prune import prune
 
+        joint = {"quantize_bits": setting.quantize_bits, "group_size": setting.group_size,
+                 "symmetric": setting.symmetric} if setting.quantize_bits is not None else {}
         report = prune(model, level, method=setting.method, pattern=setting.pattern, calibration=calibration,
-                       scope=setting.scope, include_lm_head=setting.include_lm_head)  # fmt: skip
+                       scope=setting.scope, include_lm_head=setting.include_lm_head, **joint)  # fmt: skip
     report = {k: v for k, v in report.items() if k not in ("pruned", "zeros")}  # per-matrix counts: see below
     if calibration is not None:
         from lobolib.calibration import fingerprint

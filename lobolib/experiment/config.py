@@ -40,6 +40,8 @@ Schema (every key optional except where noted; shown with its default)::
                                 # data_dir: PQA-L outside its test split) | a .txt / .jsonl file
         group_size: 128         # quantization: weights per scale (null: one per output channel)
         symmetric: false
+        quantize_bits: null     # sparsegpt only: also GPTQ-quantize the kept weights to these bits
+                                # in the same sweep (the SparseGPT paper's joint 50% + 4-bit)
         levels: null            # default: the sparsity grid (or the bit widths for quantization)
     benchmarks:                 # default: pubmedqa and mmlu from the embedded mini benchmark
       pubmedqa:                 # a built-in benchmark (pubmedqa, mmlu, medqa, medmcqa) ...
@@ -106,6 +108,7 @@ from lobolib.benchmarks.declared import FIELD_KEYS, SOURCE_KEYS
 from lobolib.benchmarks.prompts import MULTIPLE_CHOICE_TEMPLATES
 from lobolib.errors import LoboError
 from lobolib.experiment.embedded import EMBEDDED_BENCHMARKS, EMBEDDED_MODELS
+from lobolib.compress.methods import QUANT_BITS
 from lobolib.experiment.setting import Calibration, Setting, check_levels, check_method
 from lobolib.experiment.suggest import closest
 from lobolib.models import DTYPES
@@ -197,6 +200,7 @@ class SettingConfig:
     calibration: CalibrationConfig | None = None
     group_size: int | None = 128
     symmetric: bool = False
+    quantize_bits: int | None = None
     levels: list[float] | None = None
 
 
@@ -335,7 +339,8 @@ def _without_none(data: dict) -> dict:
 def _setting(s: SettingConfig, grid: list[float]) -> Setting:
     calibration = Calibration(**dataclasses.asdict(s.calibration)) if s.calibration is not None else None
     setting = Setting(name="", method=s.method, levels=(), scope=s.scope, include_lm_head=s.include_lm_head,
-                      pattern=s.pattern, calibration=calibration, group_size=s.group_size, symmetric=s.symmetric)
+                      pattern=s.pattern, calibration=calibration, group_size=s.group_size, symmetric=s.symmetric,
+                      quantize_bits=s.quantize_bits)
     levels = s.levels if s.levels is not None else _default_levels(setting, grid)
     return dataclasses.replace(setting, name=s.name or setting.description,
                                levels=check_levels(levels, setting.unit, "compression"))  # fmt: skip
@@ -727,6 +732,9 @@ def _check_settings(config: RunConfig) -> None:
                 raise LoboError(f"{where}.calibration: n_samples must be at least 1 and seq_len at least 2")
             if c.source == "pubmedqa-train":
                 _check_pubmedqa_train(config, c, where)
+        if s.quantize_bits is not None and (s.method != "sparsegpt" or s.quantize_bits not in QUANT_BITS):
+            raise LoboError(f"{where}.quantize_bits: joint quantization is SparseGPT's, at one of "
+                            f"{', '.join(map(str, QUANT_BITS))} bits")
         if s.group_size is not None and s.group_size < 1:
             raise LoboError(f"{where}.group_size: {s.group_size} must be at least 1 (or null: per output channel)")
         setting = _checked_setting(s, config, where)

@@ -94,6 +94,13 @@ class Experiment:
         return {name: catalogue.load_items(self.config, name) for name in local}
 
     @property
+    def question_items(self) -> dict:
+        """The items of the question benchmarks (the held-out text of perplexity ones left out)."""
+        from lobolib.benchmarks import PERPLEXITY
+
+        return {name: batch for name, batch in self.items.items() if self.benchmarks[name].kind != PERPLEXITY}
+
+    @property
     def curve_specs(self) -> list:
         """The settings as the analysis sees them (lobolib.analysis.curves.Curve)."""
         from lobolib.analysis.curves import Curve
@@ -190,7 +197,7 @@ class Experiment:
         """Per model and benchmark: prompt lengths in tokens (min, median, max) and the first token
         of each option label after "Answer:" (what the first-token scores read); None means the
         labels cannot be told apart by their first token."""
-        return prompt_checks(self.config, self.items, self.benchmarks)
+        return prompt_checks(self.config, self.question_items, self.benchmarks)
 
     def reports(self) -> dict:
         """{(model, method): {level: report}} of what the compression did, for every stored cell."""

@@ -14,7 +14,7 @@ place, from one level to the next; the others restore the dense weights before e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lobolib.compress.methods import METHODS, PATTERNS, QUANT_BITS
 from lobolib.errors import LoboError
@@ -53,7 +53,7 @@ class Setting:
     calibration: Calibration | None = None
     group_size: int | None = 128
     symmetric: bool = False
-    options: dict = field(default_factory=dict, compare=False)
+    quantize_bits: int | None = None  # SparseGPT only: GPTQ-quantize the kept weights in the same sweep
 
     @property
     def info(self):
@@ -77,7 +77,9 @@ class Setting:
             parts.append(self.scope)
         if self.pattern:
             parts.append(self.pattern)
-        if self.unit == "bits":
+        if self.quantize_bits is not None:
+            parts.append(f"gptq{self.quantize_bits}")
+        if self.unit == "bits" or self.quantize_bits is not None:
             parts.append("channel" if self.group_size is None else f"g{self.group_size}")
             if self.symmetric:
                 parts.append("sym")

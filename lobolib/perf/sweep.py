@@ -162,6 +162,10 @@ def bench_sweep(device=None, shape=None, *, data_dir=None, tokenizer_dir=None, l
     device = resolve_device(device)
     on_gpu = device.type == "cuda"
     shape = dict(shape if shape is not None else ({} if on_gpu else CPU_SWEEP_SHAPE))
+    if data_dir and tokenizer_dir and "vocab_size" in shape:  # a small shape must still embed every token id
+        from transformers import AutoTokenizer
+
+        shape["vocab_size"] = max(shape["vocab_size"], len(AutoTokenizer.from_pretrained(tokenizer_dir)))
     dtype = torch.bfloat16 if on_gpu else torch.float32
     model = build_model(shape, device, dtype)
     fill(model, seed)
