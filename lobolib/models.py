@@ -177,6 +177,20 @@ def describe_model(model) -> dict:
 # --- spec validation -------------------------------------------------------------------------------
 
 
+def validated_spec(spec: Mapping) -> dict:
+    """The spec as `load_model` reads it (defaults filled in, every key and value checked), or one
+    LoboError; reads nothing."""
+    return _validated(spec)
+
+
+def check_files(spec: dict) -> None:
+    """`load_model`'s checks of what a model's folder, cached snapshot or hub commit holds
+    (safetensors or GGUF weights, no pickle without the opt-in, remote code named and pinned),
+    reading no weight; one LoboError otherwise. `spec` as `validated_spec` returns it."""
+    with _hub_errors_as_lobo_errors(spec):
+        _checked_files(spec, weights=not spec["allow_pickle_weights"])
+
+
 def _validated(spec) -> dict:
     """The spec with defaults filled in, every key known and every value of the right type."""
     if not isinstance(spec, Mapping):

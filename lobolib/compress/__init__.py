@@ -1,1 +1,3 @@
-"""Compression: pruning methods (and, next, quantization), applied to a model in place."""
+"""Compression: pruning (magnitude, Wanda, SparseGPT, N:M, attention heads) and weight-only
+quantization (RTN, GPTQ) of a model in place, on one layer-by-layer calibration pass and one OBS
+machinery; the storage each format needs."""

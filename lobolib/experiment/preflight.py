@@ -65,7 +65,7 @@ def _model(m: ModelConfig, index: int) -> ModelConfig:
     from lobolib import models
 
     where = f"models.{index}"
-    spec = _spec_checked(lambda: models._validated(m.spec()), where)
+    spec = _spec_checked(lambda: models.validated_spec(m.spec()), where)
     _devices(spec, where)
     if m.embedded is not None:
         return m
@@ -82,14 +82,8 @@ def _model(m: ModelConfig, index: int) -> ModelConfig:
     elif m.local_files_only:
         raise LoboError(f"{where}.model: {m.model!r} is not in the local Hugging Face cache and local_files_only is "
                         "set; download it first or set local_files_only: false")  # fmt: skip
-    _spec_checked(lambda: _model_files(models, spec), where)
+    _spec_checked(lambda: models.check_files(spec), where)
     return m
-
-
-def _model_files(models, spec: dict) -> None:
-    """models.load_model's file checks (what is there, weights, pickle, remote code), reading no weight."""
-    with models._hub_errors_as_lobo_errors(spec):
-        models._checked_files(spec, weights=not spec["allow_pickle_weights"])
 
 
 def _spec_checked(check, where: str):
