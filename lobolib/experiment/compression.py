@@ -17,11 +17,12 @@ from lobolib.experiment.setting import DENSE_BITS, Calibration, Setting
 class Compressor:
     """Applies settings to one model (see the module docstring). `restores`: whether this model
     will see anything but one nested setting's ascending levels (then the dense weights are
-    kept before the first change)."""
+    kept before the first change); `include_lm_head`: whether a setting compresses the lm_head."""
 
-    def __init__(self, tokenizer=None, *, restores: bool = False):
+    def __init__(self, tokenizer=None, *, restores: bool = False, include_lm_head: bool = False):
         self.tokenizer = tokenizer
         self.restores = restores
+        self.include_lm_head = include_lm_head  # keep the lm_head's dense weights too (a setting prunes it)
         self.state: tuple[str, float] | None = None  # (description, level) the model holds; None: dense
         self.snapshot = None
         self.checked = False
@@ -35,7 +36,7 @@ class Compressor:
         if self.restores and self.snapshot is None:
             from lobolib.compress.snapshot import Snapshot
 
-            self.snapshot = Snapshot.take(model, include_lm_head=True)
+            self.snapshot = Snapshot.take(model, include_lm_head=self.include_lm_head)
         on_top = setting.nests and self.state is not None and self.state[0] == setting.description \
             and self.state[1] <= level
         if self.state is not None and not on_top:

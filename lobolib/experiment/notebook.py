@@ -271,7 +271,8 @@ def sweep_models(config: RunConfig, store: RecordStore, items: dict, benchmarks:
         model, tokenizer = load_model(catalogue.model_spec(config, model_config.name))
         if current_shard().is_main:
             record_manifest(store.root, {"models": {model_config.name: describe_model(model)}})
-        compressor = Compressor(tokenizer, restores=len(settings) > 1 or not all(s.nests for s in settings))
+        compressor = Compressor(tokenizer, restores=len(settings) > 1 or not all(s.nests for s in settings),
+                                include_lm_head=any(s.include_lm_head for s in settings))
         for setting in settings:
             summaries.append(run_sweep(model, tokenizer, model_name=model_config.name, setting=setting, item_sets=items,
                                        store=store, eval_options=options, compress=compressor, progress=progress))
