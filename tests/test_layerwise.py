@@ -152,3 +152,19 @@ def test_training_mode_is_restored():
     model = tiny_model().train()
     layerwise.run(model, torch.ones(2, 4, dtype=torch.int64), Record())
     assert model.training
+
+
+def test_observing_stops_before_the_last_linears_product():
+    """After the first batch, a layer's observe forward ends at the down projection's input: its
+    product runs once to learn the call order, then only in the propagate forwards."""
+    model = tiny_model()
+    tokens = torch.randint(0, 97, (4, 16), generator=torch.Generator().manual_seed(0))
+    calls = {}
+    for index, layer in enumerate(decoder_layers(model)):
+        layer.mlp.down_proj.register_forward_hook(lambda m, a, o, i=index: calls.__setitem__(i, calls.get(i, 0) + 1))
+    method = Record()
+    layerwise.run(model, tokens, method, batch_size=1)
+    assert calls == {0: 1 + 4, 1: 1 + 4, 2: 1}  # observe: first batch only; propagate: every batch but the last layer's
+    full = full_forward_inputs(model, tokens)
+    for index, observed in method.observed.items():  # every input still observed, down_proj's included
+        assert torch.allclose(observed["mlp.down_proj"].all(), full[(index, "mlp.down_proj")], atol=1e-6)

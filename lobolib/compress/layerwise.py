@@ -4,9 +4,11 @@ As in both papers' code (Wanda's ``prune_wanda``, SparseGPT's ``llama_sequential
 calibration tokens are embedded and caught at the input of the first decoder layer; then for
 each layer in order,
 
-1. observe: the layer runs on every calibration sample while forward hooks on its linear layers
-   hand their inputs ``x`` ([tokens, in_features]) to the method's observers (column norms for
-   Wanda, the Hessian ``2 X Xᵀ / n`` for SparseGPT/GPTQ, per-head Grams for heads);
+1. observe: the layer runs on every calibration sample while hooks on its linear layers hand
+   their inputs ``x`` ([tokens, in_features]) to the method's observers (column norms for
+   Wanda, the Hessian ``2 X Xᵀ / n`` for SparseGPT/GPTQ, per-head Grams for heads); the forward
+   stops at the last linear's input (the down projection's product and what follows are not
+   needed to observe);
 2. compress: the method changes the layer's weights from what was observed;
 3. propagate: the compressed layer runs again on every sample, and its outputs are the next
    layer's inputs. Each layer is thus calibrated on the outputs of the layers before it, already
@@ -233,32 +235,43 @@ def _first_layer_inputs(model, layers, tokens, batch, storage: torch.device):
     return inputs, arguments
 
 
+class _Observed(Exception):
+    """Ends a layer's observe forward once its last linear's input is seen: what follows (that
+    linear's product, the rest of the layer) is not needed to observe it."""
+
+
 @contextmanager
 def _observing(layer: nn.Module, observers: dict[str, Observer]):
-    """Forward hooks feeding each named linear's input to its observer; linears fed the same
-    tensor on the first batch share the first one's observer (updated in `observers`)."""
+    """Pre-forward hooks feeding each named linear's input to its observer; linears fed the same
+    tensor on the first batch share the first one's observer (updated in `observers`). From the
+    second batch on, the hook of the last linear to run (in the first batch's call order) raises
+    `_Observed` after observing, so the layer's forward stops before that linear's product."""
     owners: dict[str, Observer] = dict(observers)
     shared: set[str] = set()
-    state = {"first": True, "seen": []}
+    state = {"first": True, "seen": [], "order": [], "last": None}
 
     def hook_for(name):
-        def hook(module, args, output):
+        def hook(module, args):
             x = args[0]
             if state["first"]:
+                state["order"].append(name)
                 for tensor, leader in state["seen"]:
                     if tensor is x and type(owners[leader]) is type(owners[name]):
                         observers[name] = observers[leader]
                         shared.add(name)
                         return
                 state["seen"].append((x, name))
-            if name in shared:
-                return
-            observers[name].add(x.reshape(-1, x.shape[-1]))
+            if name not in shared:
+                observers[name].add(x.reshape(-1, x.shape[-1]))
+            if name == state["last"]:
+                raise _Observed
         return hook
 
-    handles = [layer.get_submodule(name).register_forward_hook(hook_for(name)) for name in observers]
+    handles = [layer.get_submodule(name).register_forward_pre_hook(hook_for(name)) for name in observers]
 
     def batch_done():
+        if state["first"] and state["order"]:
+            state["last"] = state["order"][-1]
         state["first"], state["seen"] = False, []
 
     try:
@@ -266,6 +279,14 @@ def _observing(layer: nn.Module, observers: dict[str, Observer]):
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _observe(layer, x, kwargs) -> None:
+    """One batch through the layer for its observers (stopped early by `_Observed`)."""
+    try:
+        _forward(layer, x, kwargs)
+    except _Observed:
+        pass
 
 
 def _forward(layer, x, kwargs):
@@ -327,7 +348,7 @@ def _run_layers(model, layers, tokens, method, batch, storage) -> dict:
         with _observing(layer, observers) as batch_done:
             for start in range(0, n, batch):
                 x = inputs.load(start, start + batch, device)
-                _forward(layer, x, kwargs_for(x.shape[0], device))
+                _observe(layer, x, kwargs_for(x.shape[0], device))
                 batch_done()
         seconds["observe"] += clock.lap()
         method.compress(index, layer, observers)
