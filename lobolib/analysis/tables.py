@@ -350,8 +350,12 @@ def _perplexity_rows(part, benchmark, group, setting, curves, xs, windows, n_boo
 
 
 def questions(records: pd.DataFrame, benchmarks: Mapping[str, Benchmark] | None = None) -> pd.DataFrame:
-    """The records of question benchmarks only (perplexity windows left out)."""
-    keep = [name for name in dict.fromkeys(records["benchmark"]) if _bench(name, benchmarks).kind != PERPLEXITY]
+    """The records of question benchmarks only (perplexity windows left out; a declared benchmark
+    is always a question benchmark)."""
+    from lobolib.benchmarks import BUILT_IN
+
+    known = {**BUILT_IN, **(benchmarks or {})}
+    keep = [name for name in dict.fromkeys(records["benchmark"]) if name not in known or known[name].kind != PERPLEXITY]
     return records[records["benchmark"].isin(keep)]
 
 
