@@ -138,6 +138,57 @@ def _gib(axis: pd.DataFrame, model: str, method: str, level: float) -> float:
     return float(match["model_gib"].iloc[0]) if len(match) else math.nan
 
 
+def robustness_on_bits(records: pd.DataFrame, axis: pd.DataFrame, *, benchmarks: Mapping[str, Benchmark] | None = None,
+                       groups: Sequence[str] = (), cliff_fraction: float = 0.5, n_boot: int = 1000, seed: int = 0,
+                       ci: float = 0.95) -> pd.DataFrame:
+    """Robustness of every curve on the common axis: the area under accuracy against the bits
+    removed per weight (16 minus bits per weight, so every setting runs from dense at 0), divided
+    by the curve's range, with a bootstrap interval over items; and the cliff, the bits per weight
+    of the first level below `cliff_fraction` of the dense accuracy. Comparable across pruning and
+    quantization settings. A level whose format would store more than 16 bits per weight (a
+    bitmask under 1/16 sparsity) counts as 16: stored dense, it removes nothing, and of levels
+    stored in the same bits only the least compressed is kept."""
+    frame = questions(curves_of(records), benchmarks)
+    rows = []
+    for name in dict.fromkeys(frame["benchmark"]):
+        benchmark = get_benchmark(name, benchmarks)
+        part = frame[frame["benchmark"] == name]
+        for group, subjects in benchmark_groups(benchmark, list(part["subject"]), groups).items():
+            grouped = part[part["subject"].isin(subjects)]
+            for (model, setting), curve in grouped.groupby(["model", "setting"], sort=False):
+                row = _bits_auc(curve, axis, model, cliff_fraction, n_boot, seed, ci)
+                if row is not None:
+                    rows.append({"model": model, "setting": setting, "benchmark": name, "group": group, **row})
+    return pd.DataFrame(rows, columns=["model", "setting", "benchmark", "group", "levels", "items", "bits_from",
+                                       "bits_to", "auc_normalised", "ci_low", "ci_high", "cliff_bits"])
+
+
+def _bits_auc(curve, axis, model, cliff_fraction, n_boot, seed, ci) -> dict | None:
+    correct = curve.pivot_table(index="x", columns="item_id", values="correct", aggfunc="first").dropna(axis=1)
+    method_at = curve.drop_duplicates("x").set_index("x")[["method", "level"]]
+    bits = np.minimum([_bits(axis, model, *method_at.loc[x]) for x in correct.index], DENSE_BITS)
+    if len(bits) < 2 or correct.shape[1] == 0 or np.isnan(bits).any():
+        return None
+    removed = DENSE_BITS - bits
+    order = np.argsort(removed, kind="stable")
+    removed, bits, matrix = removed[order], bits[order], correct.to_numpy(dtype=float)[order]
+    distinct = np.concatenate([[True], np.diff(removed) > 0])  # of levels stored alike, the least compressed
+    removed, bits, matrix = removed[distinct], bits[distinct], matrix[distinct]
+    if len(removed) < 2:
+        return None
+    point = matrix.mean(axis=1)
+    row = {"levels": len(bits), "items": matrix.shape[1], "bits_from": float(bits[0]), "bits_to": float(bits[-1]),
+           "auc_normalised": float(metrics.auc_normalised(removed, point)), "ci_low": math.nan, "ci_high": math.nan}
+    below = np.flatnonzero(point < cliff_fraction * point[0])
+    row["cliff_bits"] = float(bits[below[0]]) if below.size and point[0] > 0 else math.nan
+    if n_boot:
+        counts = metrics.resample_counts(metrics.resample_indices(matrix.shape[1], n_boot, seed))
+        aucs = metrics.auc_normalised(removed, counts @ matrix.T / matrix.shape[1])
+        tail = (1 - ci) / 2 * 100
+        row["ci_low"], row["ci_high"] = (float(v) for v in np.percentile(aucs, [tail, 100 - tail]))
+    return row
+
+
 # ----------------------------------------------------------------------------- measured costs
 
 
