@@ -36,13 +36,38 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from lobolib.errors import LoboError
 
 INTERRUPTED = "interrupted: the records written so far are kept; rerun the same command to resume"
+
+
+@contextmanager
+def _starting():
+    """While a command starts (imports, parameters, preflight), Ctrl-C prints the one line and exits
+    130 at once: nothing has been written yet, and a KeyboardInterrupt raised inside an import can
+    be swallowed by a library that catches it (the run would go on) or leave a half-imported module
+    (a traceback later), so the process does not unwind. Outside the main thread: no change."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _exit_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _exit_interrupted(signum, frame) -> None:
+    sys.stderr.write(INTERRUPTED + "\n")
+    sys.stderr.flush()
+    os._exit(130)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,7 +186,8 @@ def _config(target: str | None, overrides: list[str], out: str | None = None):
 def _run(args) -> int:
     from lobolib.experiment import runner
 
-    config = _config(args.parameters, args.overrides, args.out)
+    with _starting():
+        config = _config(args.parameters, args.overrides, args.out)
     report = runner.run(config, progress=not args.quiet, wait=args.wait, announce="run")
     print(f"report: {report}")
     return 0
@@ -170,7 +196,8 @@ def _run(args) -> int:
 def _sweep(args) -> int:
     from lobolib.experiment import runner
 
-    config = _config(args.parameters, args.overrides, args.out)
+    with _starting():
+        config = _config(args.parameters, args.overrides, args.out)
     runner.sweep(config, progress=not args.quiet, wait=args.wait, announce="sweep")
     return 0
 
@@ -179,7 +206,8 @@ def _rescore(args) -> int:
     from lobolib.experiment import runner
     from lobolib.experiment.store import RecordStore
 
-    config = _config(args.target, args.overrides, args.out)
+    with _starting():
+        config = _config(args.target, args.overrides, args.out)
     store = RecordStore(config.output_dir)
     if not store.legacy_files() and not store.cells():
         raise LoboError(f"no records in {config.output_dir}: run `{_prog()} run` first")
@@ -190,12 +218,14 @@ def _rescore(args) -> int:
 
 
 def _export(args) -> int:
-    from lobolib.experiment import config, preflight
-    from lobolib.experiment.export import check_level, export, find_setting
+    with _starting():
+        from lobolib.experiment import config, preflight
+        from lobolib.experiment.export import check_level, export, find_setting
 
-    loaded = config.load_config(parameters_file(args.parameters), args.overrides)
-    check_level(find_setting(loaded, args.setting), args.level)  # before loading anything
-    folder = export(preflight.check(loaded, items=False), args.model, args.setting, args.level, args.directory)
+        loaded = config.load_config(parameters_file(args.parameters), args.overrides)
+        check_level(find_setting(loaded, args.setting), args.level)  # before loading anything
+        checked = preflight.check(loaded, items=False)
+    folder = export(checked, args.model, args.setting, args.level, args.directory)
     print(f"exported: {folder}")
     return 0
 
@@ -213,7 +243,8 @@ def _bench(args) -> int:
             raise LoboError(f"{flag} is for bench {' and '.join(benches)}, not bench {args.what}; drop {flag}")
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
     module = {"data-parallel": "gpus", "sharded": "gpus"}.get(args.what, args.what)
-    bench = importlib.import_module(f"lobolib.perf.{module}")  # only the bench asked for
+    with _starting():
+        bench = importlib.import_module(f"lobolib.perf.{module}")  # only the bench asked for
     if args.what == "prune":
         from lobolib.perf.shapes import write_json
 
@@ -239,12 +270,13 @@ def _bench(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    from lobolib.experiment.runner import NotebookFailed
-
     shown = warnings.showwarning
     warnings.showwarning = _one_line_warning
+    with _starting():
+        from lobolib.experiment.runner import NotebookFailed
     try:
-        args = build_parser().parse_args(argv)
+        with _starting():
+            args = build_parser().parse_args(argv)
         commands = {"run": _run, "sweep": _sweep, "rescore": _rescore, "export": _export, "bench": _bench}
         return commands[args.command](args)
     except LoboError as exc:

@@ -175,9 +175,6 @@ def sweep(config: RunConfig, *, progress: bool = True, wait: float = 0.0, announ
 def execute(notebook: Path, run_dir: Path, parameters: dict, *, progress: bool = True) -> Path:
     """Run one notebook with papermill into <run_dir>/notebooks/; raise NotebookFailed on an error,
     KeyboardInterrupt on Ctrl-C (see the module docstring)."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     if not notebook.is_file():
         raise LoboError(f"notebook not found: {notebook}")
     output = run_dir / "notebooks" / notebook.name
@@ -186,6 +183,9 @@ def execute(notebook: Path, run_dir: Path, parameters: dict, *, progress: bool =
     try:
         with open(run_dir / "notebooks" / KERNEL_LOG, "a", encoding="utf-8") as log, _Interrupt() as interrupt, \
                 _LibraryLogs(log):
+            import papermill  # under the Ctrl-C handler: an interrupted import could be swallowed
+            from papermill.exceptions import PapermillExecutionError
+
             try:
                 papermill.execute_notebook(
                     str(notebook),
