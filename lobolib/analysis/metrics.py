@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from lobolib.errors import LoboError
 
@@ -79,6 +78,7 @@ def macro_f1(gold: Sequence, pred: Sequence, labels: Sequence | None = None) -> 
     Pass `labels` explicitly (e.g. ["yes","no","maybe"]): the default, the labels seen, drops
     classes neither gold nor any prediction used.
     """
+    from sklearn.metrics import f1_score  # imported on first use: sklearn takes 1.5 s to import
     gold, pred = _labels_arrays(gold, pred)
     labels = _labels_or_default(labels, gold, pred)
     return float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0))
@@ -86,6 +86,7 @@ def macro_f1(gold: Sequence, pred: Sequence, labels: Sequence | None = None) -> 
 
 def per_class_report(gold: Sequence, pred: Sequence, labels: Sequence | None = None) -> pd.DataFrame:
     """Precision, recall, F1 and support (gold count) per valid class, one row per label."""
+    from sklearn.metrics import precision_recall_fscore_support
     gold, pred = _labels_arrays(gold, pred)
     labels = _labels_or_default(labels, gold, pred)
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -99,6 +100,7 @@ def per_class_report(gold: Sequence, pred: Sequence, labels: Sequence | None = N
 
 def confusion(gold: Sequence, pred: Sequence, labels: Sequence | None = None) -> pd.DataFrame:
     """Counts of gold label (rows) × prediction (columns: the labels, then "invalid")."""
+    from sklearn.metrics import confusion_matrix
     gold, pred = _labels_arrays(gold, pred)
     labels = _labels_or_default(labels, gold, pred)
     _check_within(gold, labels, "gold")
@@ -117,6 +119,7 @@ def cohen_kappa(gold: Sequence, pred: Sequence, labels: Sequence | None = None) 
     Invalid predictions form their own category on the prediction side only; gold never takes
     it, so an invalid answer is always a disagreement and lowers kappa like any wrong answer.
     """
+    from sklearn.metrics import cohen_kappa_score
     gold, pred = _labels_arrays(gold, pred)
     labels = _labels_or_default(labels, gold, pred)
     return float(cohen_kappa_score(gold, pred, labels=[*labels, INVALID]))
@@ -181,6 +184,7 @@ def reference_yes_f1(gold: Sequence, pred: Sequence) -> float:
     It called sklearn `f1_score(y_true, y_pred, labels=["yes"], pos_label="yes",
     average="micro", zero_division=0)`; an invalid (None) prediction counts as not-yes.
     """
+    from sklearn.metrics import f1_score
     gold, pred = _labels_arrays(gold, pred)
     return float(f1_score(gold, pred, labels=["yes"], average="micro", zero_division=0))
 
@@ -192,6 +196,7 @@ def reference_macro_f1(gold: Sequence, pred: Sequence) -> float:
     "X" here) is a fifth class whose F1 of 0 is averaged in: `f1_score(y_true, y_pred,
     average="macro", zero_division=0)`.
     """
+    from sklearn.metrics import f1_score
     gold, pred = _labels_arrays(gold, pred, sentinel=REFERENCE_INVALID)
     return float(f1_score(gold, pred, average="macro", zero_division=0))
 

@@ -190,9 +190,9 @@ def _aligned(part: pd.DataFrame, curves: Sequence[tuple[str, str]]) -> tuple[lis
         xs = mine if xs is None else xs & mine
     xs = sorted(xs or [])
     keep = part[part["x"].isin(xs)]
-    keep = keep[[(m, s) in set(curves) for m, s in zip(keep["model"], keep["setting"])]]
-    cells = keep.groupby("item_id")[["model", "setting", "x"]].apply(
-        lambda f: len(set(zip(f["model"], f["setting"], f["x"]))))
+    wanted = set(curves)
+    keep = keep[[(m, s) in wanted for m, s in zip(keep["model"], keep["setting"])]]
+    cells = keep.drop_duplicates(["item_id", "model", "setting", "x"]).groupby("item_id").size()
     items = sorted(cells.index[cells == len(curves) * len(xs)])
     return xs, items
 
@@ -295,11 +295,14 @@ def _setting_tables(part, benchmark, group, setting, curves, n_boot, seed, ci, c
     method_of = {x: m for x, m in zip(part.loc[part["setting"] == setting, "x"],
                                       part.loc[part["setting"] == setting, "method"])}  # fmt: skip
     described = next((m for m in method_of.values() if m != "dense"), "dense")
-    score_rows, robust_rows, all_curves = [], [], {}
+    score_rows, robust_rows, all_curves, matrices = [], [], {}, {}
     for scoring, metric, column, kind in _metric_specs(benchmark, has_first_token):
         found = {}
         for model, _ in curves:
-            pred = _labels(_matrix(part, model, setting, xs, items, column).ravel()).reshape(len(xs), len(items))
+            if (model, column) not in matrices:  # one column feeds several metrics
+                matrix = _matrix(part, model, setting, xs, items, column)
+                matrices[model, column] = _labels(matrix.ravel()).reshape(len(xs), len(items))
+            pred = matrices[model, column]
             point = np.array([_point(kind, list(gold), list(row), labels) for row in pred])
             reps = _replicates(kind, gold, pred, counts, labels) if counts is not None else None
             found[model] = (point, reps)

@@ -512,11 +512,11 @@ def from_dict(raw: Mapping) -> RunConfig:
 
 def _absolute_calibration(setting: SettingConfig) -> SettingConfig:
     """A calibration file or folder as an absolute path (it names the setting's cells)."""
-    from lobolib.compress.calibration import SOURCES
-
     c = setting.calibration
     if c is None:
         return setting
+    from lobolib.compress.calibration import SOURCES  # torch: only for a calibrated setting
+
     source = c.source if c.source in SOURCES else os.path.abspath(os.path.expanduser(c.source))
     data_dir = os.path.abspath(os.path.expanduser(c.data_dir)) if c.data_dir is not None else None
     return dataclasses.replace(setting, calibration=dataclasses.replace(c, source=source, data_dir=data_dir))
