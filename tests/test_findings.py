@@ -160,6 +160,9 @@ def test_markdown_links_each_sentence_to_its_anchor():
 
 def test_numbers_are_written_plainly():
     assert findings.number(-0.0004) == "0.000" and findings.number(np.float64(0.1236)) == "0.124"
+    # a bound that excludes 0 by less than the rounding still reads as excluding it
+    assert findings.interval(-0.0088, -0.019, -3e-06) == "-0.009 [-0.019, -3e-06]"
+    assert findings.interval(0.01, 0.0, 0.02) == "0.010 [0.000, 0.020]"
     assert findings.p_value(0.0) == "p < 0.001" and findings.p_value(0.0312) == "p = 0.031" and findings.p_value(math.nan) == ""
     assert findings.level_text(0.35) == "35% sparsity" and findings.level_text(4, "bits") == "4 bits"
 

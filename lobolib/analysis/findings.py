@@ -74,10 +74,16 @@ def number(value: float, digits: int = 3) -> str:
 
 
 def interval(value: float, low: float, high: float, digits: int = 3) -> str:
-    """"value [low, high]", or the value alone when there is no interval."""
+    """"value [low, high]", or the value alone when there is no interval. A bound that is not 0
+    but rounds to it is written with one significant figure ("-3e-06"): whether an interval
+    excludes 0 must read the way the verdict beside it was decided."""
     if low is None or high is None or (isinstance(low, float) and math.isnan(low)):
         return number(value, digits)
-    return f"{number(value, digits)} [{number(low, digits)}, {number(high, digits)}]"
+    return f"{number(value, digits)} [{_bound(low, digits)}, {_bound(high, digits)}]"
+
+
+def _bound(value: float, digits: int) -> str:
+    return f"{value:.1g}" if value != 0 and abs(value) < 0.5 * 10**-digits else number(value, digits)
 
 
 def p_value(p: float) -> str:
