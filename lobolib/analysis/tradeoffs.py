@@ -81,19 +81,25 @@ def retention(records: pd.DataFrame, axis: pd.DataFrame, *, threshold: float = 0
     `threshold` of the dense accuracy at every level up to it — its level, bits per weight and
     model GiB, with a bootstrap interval of the bits per weight over items (the same resamples
     for every level). `kept` is that level's accuracy over the dense accuracy."""
-    frame = questions(curves_of(records), benchmarks)
     rows = []
+    for key, curve in _question_curves(records, benchmarks, groups):
+        row = _retained(curve, axis, key["model"], threshold, n_boot, seed, ci)
+        if row is not None:
+            rows.append({**key, **row})
+    return pd.DataFrame(rows, columns=["model", "setting", "benchmark", "group", "level", "bits_per_weight",
+                                       "bits_ci_low", "bits_ci_high", "model_gib", "kept", "items"])
+
+
+def _question_curves(records: pd.DataFrame, benchmarks, groups):
+    """Each curve of a question benchmark: ({model, setting, benchmark, group}, its records)."""
+    frame = questions(curves_of(records), benchmarks)
     for name in dict.fromkeys(frame["benchmark"]):
         benchmark = get_benchmark(name, benchmarks)
         part = frame[frame["benchmark"] == name]
         for group, subjects in benchmark_groups(benchmark, list(part["subject"]), groups).items():
             grouped = part[part["subject"].isin(subjects)]
             for (model, setting), curve in grouped.groupby(["model", "setting"], sort=False):
-                row = _retained(curve, axis, model, threshold, n_boot, seed, ci)
-                if row is not None:
-                    rows.append({"model": model, "setting": setting, "benchmark": name, "group": group, **row})
-    return pd.DataFrame(rows, columns=["model", "setting", "benchmark", "group", "level", "bits_per_weight",
-                                       "bits_ci_low", "bits_ci_high", "model_gib", "kept", "items"])
+                yield {"model": model, "setting": setting, "benchmark": name, "group": group}, curve
 
 
 def _retained(curve: pd.DataFrame, axis: pd.DataFrame, model: str, threshold: float, n_boot, seed, ci) -> dict | None:
@@ -148,17 +154,11 @@ def robustness_on_bits(records: pd.DataFrame, axis: pd.DataFrame, *, benchmarks:
     quantization settings. A level whose format would store more than 16 bits per weight (a
     bitmask under 1/16 sparsity) counts as 16: stored dense, it removes nothing, and of levels
     stored in the same bits only the least compressed is kept."""
-    frame = questions(curves_of(records), benchmarks)
     rows = []
-    for name in dict.fromkeys(frame["benchmark"]):
-        benchmark = get_benchmark(name, benchmarks)
-        part = frame[frame["benchmark"] == name]
-        for group, subjects in benchmark_groups(benchmark, list(part["subject"]), groups).items():
-            grouped = part[part["subject"].isin(subjects)]
-            for (model, setting), curve in grouped.groupby(["model", "setting"], sort=False):
-                row = _bits_auc(curve, axis, model, cliff_fraction, n_boot, seed, ci)
-                if row is not None:
-                    rows.append({"model": model, "setting": setting, "benchmark": name, "group": group, **row})
+    for key, curve in _question_curves(records, benchmarks, groups):
+        row = _bits_auc(curve, axis, key["model"], cliff_fraction, n_boot, seed, ci)
+        if row is not None:
+            rows.append({**key, **row})
     return pd.DataFrame(rows, columns=["model", "setting", "benchmark", "group", "levels", "items", "bits_from",
                                        "bits_to", "auc_normalised", "ci_low", "ci_high", "cliff_bits"])
 
