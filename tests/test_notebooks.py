@@ -105,6 +105,35 @@ def test_end_to_end_run_and_rescore_on_the_embedded_models(tmp_path, monkeypatch
     assert {p: p.stat().st_mtime_ns for p in records} == stamps  # nothing re-evaluated
 
 
+
+def test_one_model_with_a_perplexity_benchmark_and_a_bit_width_setting(tmp_path, monkeypatch, embedded_cache):
+    """Every notebook runs on one model (no model differences to report) with a held-out text
+    beside the question benchmarks (no labels, answers or baselines), and a quantization setting
+    whose 8 bits share x = 0.5 with magnitude's 0.5 keeps its bit widths as levels."""
+    monkeypatch.setenv("LOBOTOMY_CACHE", str(embedded_cache))
+    text = tmp_path / "held_out.txt"
+    text.write_text("\n".join(f"Fact {i}: the organ number {i} pumps fluid {i % 7} times a minute." for i in range(400)))
+    config = from_dict(tiny_config(
+        tmp_path,
+        compression=[{"method": "magnitude"}, {"name": "rtn", "method": "rtn", "group_size": 64, "levels": [16, 8]}],
+        benchmarks={"pubmedqa": {"max_items": 8}, "mmlu": {"subjects": ["reference_medical"], "max_items_per_subject": 3},
+                    "wikitext2": {"source": str(text), "seq_len": 64, "max_windows": 4}},
+        analysis={"bootstrap": 20},
+    ))  # fmt: skip
+    runner.run(config, progress=False)
+    run_dir = config.output_dir
+    for name in runner.NOTEBOOKS:
+        nb = nbformat.read(run_dir / "notebooks" / f"{name}.ipynb", as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert errors == [], name
+    import pandas as pd
+
+    scores = pd.read_csv(run_dir / "tables" / "scores.csv")
+    assert sorted(scores.loc[scores["setting"] == "rtn", "level"].unique()) == [8.0, 16.0]
+    perplexity = scores[scores["metric"] == "perplexity"]
+    assert set(perplexity["setting"]) == {"magnitude/layer", "rtn"} and (perplexity["value"] > 1).all()
+
+
 EXPLORER_RECORDS = """
 import pandas as pd
 from types import SimpleNamespace

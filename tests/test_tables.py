@@ -215,3 +215,16 @@ def test_reference_logs_reproduce_the_published_robustness_scores(tmp_path):
     }  # fmt: skip
     for key, score in published.items():
         assert round(rob.loc[key, "auc_raw"], 4) == score, key
+
+
+def test_a_bit_width_keeps_its_level_where_its_x_is_a_sparsity_of_another_setting(records):
+    """8 bits sits at x = 1 - 8/16 = 0.5, where magnitude's 0.5 sits: each row keeps its own level."""
+    from lobolib.analysis.curves import Curve, assign_settings
+
+    quantized = records[records["level"] > 0].assign(method="rtn/g64")
+    quantized["level"] = quantized["level"].map({0.5: 8.0, 0.9: 4.0})
+    both = pd.concat([records, quantized], ignore_index=True)
+    curves = assign_settings(both, [Curve("magnitude", "magnitude/layer"), Curve("rtn", "rtn/g64", unit="bits")])
+    scores = tables.build_tables(curves, options=MMLU_OPTIONS, n_boot=0)["scores"]
+    assert sorted(scores.loc[scores["setting"] == "rtn", "level"].unique()) == [4.0, 8.0, 16.0]
+    assert sorted(scores.loc[scores["setting"] == "magnitude", "level"].unique()) == [0.0, 0.5, 0.9]

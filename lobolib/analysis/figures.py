@@ -566,7 +566,8 @@ def static_explorer_data(records: pd.DataFrame, items: Mapping[str, Sequence] | 
     levels = offered["levels"]
     index = {level: i for i, level in enumerate(levels)}
     wanted = {b: set(ids) for b, ids in chosen.items()}
-    part = records[[item_id in wanted.get(b, ()) for b, item_id in zip(records["benchmark"], records["item_id"])]]
+    part = records[np.array([item_id in wanted.get(b, ()) for b, item_id in zip(records["benchmark"], records["item_id"])],
+                             dtype=bool)]
     gold = {(b, i): g for b, i, g in zip(part["benchmark"], part["item_id"], part["gold"])}
 
     def value(v):

@@ -167,7 +167,7 @@ def _groups(frame: pd.DataFrame, groups: Sequence[str] | None) -> pd.DataFrame:
     if groups is None:
         return frame
     keep = [g == b or g == "all" or g in groups for b, g in zip(frame["benchmark"], frame["group"])]
-    return frame[keep]
+    return frame[np.array(keep, dtype=bool)]  # a plain empty list would select no columns
 
 
 # ----------------------------------------------------------------------------- robustness

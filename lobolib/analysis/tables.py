@@ -191,7 +191,7 @@ def _aligned(part: pd.DataFrame, curves: Sequence[tuple[str, str]]) -> tuple[lis
     xs = sorted(xs or [])
     keep = part[part["x"].isin(xs)]
     wanted = set(curves)
-    keep = keep[[(m, s) in wanted for m, s in zip(keep["model"], keep["setting"])]]
+    keep = keep[np.array([(m, s) in wanted for m, s in zip(keep["model"], keep["setting"])], dtype=bool)]
     cells = keep.drop_duplicates(["item_id", "model", "setting", "x"]).groupby("item_id").size()
     items = sorted(cells.index[cells == len(curves) * len(xs)])
     return xs, items
@@ -291,7 +291,7 @@ def _setting_tables(part, benchmark, group, setting, curves, n_boot, seed, ci, c
     gold = np.array([gold_frame.loc[i] for i in items], dtype=object)
     counts = metrics.resample_counts(metrics.resample_indices(len(items), n_boot, seed)) if n_boot else None
     has_first_token = "loglik_answer" in part.columns and part["loglik_answer"].notna().all()
-    level_of = part.drop_duplicates("x").set_index("x")["level"]
+    level_of = _levels_of(part, setting)
     method_of = {x: m for x, m in zip(part.loc[part["setting"] == setting, "x"],
                                       part.loc[part["setting"] == setting, "method"])}  # fmt: skip
     described = next((m for m in method_of.values() if m != "dense"), "dense")
@@ -330,11 +330,17 @@ def _setting_tables(part, benchmark, group, setting, curves, n_boot, seed, ci, c
     return score_rows, robust_rows, all_curves
 
 
+def _levels_of(part: pd.DataFrame, setting: str) -> pd.Series:
+    """The level of each x on one setting's curves: x is shared across settings (a sparsity of
+    0.5 and 8 bits, 1 - 8/16, are both x = 0.5), the level is not."""
+    return part[part["setting"] == setting].drop_duplicates("x").set_index("x")["level"]
+
+
 def _perplexity_rows(part, benchmark, group, setting, curves, xs, windows, n_boot, seed, ci) -> list[dict]:
     """Token-weighted perplexity per curve and level, exp(sum nll / sum tokens), with a bootstrap
     interval over windows (the same resamples at every level and for every curve)."""
     counts = metrics.resample_counts(metrics.resample_indices(len(windows), n_boot, seed)) if n_boot else None
-    level_of = part.drop_duplicates("x").set_index("x")["level"]
+    level_of = _levels_of(part, setting)
     method_of = dict(zip(part.loc[part["setting"] == setting, "x"], part.loc[part["setting"] == setting, "method"]))
     rows = []
     for model, _ in curves:
@@ -450,6 +456,13 @@ def baselines(records: pd.DataFrame, benchmarks: Mapping[str, Benchmark] | None 
         rows.append({"benchmark": name, "baseline": "chance", "label": None, "accuracy": 1 / len(labels),
                      "macro_f1": math.nan})  # fmt: skip
     return pd.DataFrame(rows, columns=["benchmark", "baseline", "label", "accuracy", "macro_f1"])
+
+
+def baseline_lines(records: pd.DataFrame, benchmarks: Mapping[str, Benchmark] | None = None) -> dict:
+    """{benchmark: {baseline: accuracy}} of every question benchmark (`baselines`), for the
+    dotted lines of the accuracy panels; a perplexity benchmark has none."""
+    table = baselines(records, benchmarks)
+    return {name: dict(zip(part["baseline"], part["accuracy"])) for name, part in table.groupby("benchmark", sort=False)}
 
 
 def failure_modes(records: pd.DataFrame) -> pd.DataFrame:

@@ -144,6 +144,13 @@ class Experiment:
 
         return assign_settings(self.store.read(**select), self.curve_specs)
 
+    def question_curves(self, **select):
+        """`curves` of the question benchmarks only: perplexity windows have no labels, answers or
+        failure modes for the bias and error analyses."""
+        from lobolib.analysis.tables import questions
+
+        return questions(self.curves(**select), self.benchmarks)
+
     def dense(self):
         """The dense records (level 0) as one curve, "dense"."""
         from lobolib.analysis.curves import Curve, assign_settings
