@@ -224,8 +224,6 @@ def _validated(spec) -> dict:
 
 def _device_map(value):
     """None, a placement strategy ("auto" ...), a device ("cpu", "cuda:1") or a module->device dict."""
-    import torch
-
     if value is None or isinstance(value, dict):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
@@ -233,6 +231,8 @@ def _device_map(value):
     if isinstance(value, str):
         if value in PLACEMENT_STRATEGIES:
             return value
+        import torch  # only to read a device name: importing it takes seconds
+
         try:
             device = torch.device(value)
         except RuntimeError:
