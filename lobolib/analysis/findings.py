@@ -414,8 +414,7 @@ def yes_share(records: pd.DataFrame, level: float, *, label: str = "yes", n_boot
         if n_boot and items:
             counts = metrics.resample_counts(metrics.resample_indices(len(items), n_boot, seed))
             changes = counts @ (after - before) / len(items)
-            tail = (1 - ci) / 2 * 100
-            low, high = (float(v) for v in np.percentile(changes, [tail, 100 - tail]))
+            low, high = (float(v) for v in metrics.percentile_interval(changes, ci))
         rows.append({"model": model, "setting": setting, "benchmark": benchmark, "dense_level": dense_level,
                      "level": at, "gold_share": gold.mean() if items else math.nan,
                      "dense_share": before.mean() if items else math.nan, "share": after.mean() if items else math.nan,
@@ -427,13 +426,21 @@ def yes_share(records: pd.DataFrame, level: float, *, label: str = "yes", n_boot
 # ----------------------------------------------------------------------------- statements from them
 
 
+def _by_setting_and_benchmark(frame: pd.DataFrame, benchmarks: Mapping | None, units: Mapping[str, str] | None):
+    """Each (setting, benchmark) of a comparison-level table: (setting, benchmark, its rows, the
+    setting's unit, the bold place name a sentence starts with, "under <setting>" when the table
+    holds several settings)."""
+    several = frame["setting"].nunique() > 1
+    for (setting, benchmark), part in frame.groupby(["setting", "benchmark"], sort=False):
+        place = f"**{where(benchmark, benchmark, benchmarks)}**" + (f" under {setting}" if several else "")
+        yield setting, benchmark, part, (units or {}).get(setting, "sparsity"), place
+
+
 def format_vs_knowledge(loss: pd.DataFrame, *, benchmarks: Mapping | None = None,
                         units: Mapping[str, str] | None = None) -> list[Finding]:
     """Per benchmark: what each model's lost answers at the comparison level are (see `accuracy_loss`)."""
     found = []
-    several = loss["setting"].nunique() > 1
-    for (setting, benchmark), part in loss.groupby(["setting", "benchmark"], sort=False):
-        unit = (units or {}).get(setting, "sparsity")
+    for setting, benchmark, part, unit, place in _by_setting_and_benchmark(loss, benchmarks, units):
         pieces = []
         for _, row in part.iterrows():
             lost, right = int(row["lost"]), int(row["dense_correct"])
@@ -449,8 +456,7 @@ def format_vs_knowledge(loss: pd.DataFrame, *, benchmarks: Mapping | None = None
                               f"first-token answer still right ({int(row['invalid'])} of them invalid generations), "
                               f"and {int(row['knowledge_loss'])} knowledge loss, the first-token answer wrong too")
         level = level_text(float(part["level"].iloc[0]), unit)
-        label = f"**{where(benchmark, benchmark, benchmarks)}**" + (f" under {setting}" if several else "")
-        found.append(Finding("format", f"{label} at {level}: " + "; ".join(pieces) + ".",
+        found.append(Finding("format", f"{place} at {level}: " + "; ".join(pieces) + ".",
                              table_anchor("accuracy_loss"), (setting, benchmark)))
     return found
 
@@ -460,9 +466,7 @@ def yes_bias(shares: pd.DataFrame, *, ci: float = 0.95, label: str = "yes", benc
     """Per benchmark: whether each model's share of `label` answers rises from the dense level to
     the comparison level (its change's interval above 0), falls, or shows no change."""
     found = []
-    several = shares["setting"].nunique() > 1
-    for (setting, benchmark), part in shares.groupby(["setting", "benchmark"], sort=False):
-        unit = (units or {}).get(setting, "sparsity")
+    for setting, benchmark, part, unit, place in _by_setting_and_benchmark(shares, benchmarks, units):
         pieces = []
         for _, row in part.iterrows():
             change = interval(row["change"], row["ci_low"], row["ci_high"], 2)
@@ -472,8 +476,7 @@ def yes_bias(shares: pd.DataFrame, *, ci: float = 0.95, label: str = "yes", benc
             pieces.append(f"{row['model']} {number(row['dense_share'], 2)} → {number(row['share'], 2)} "
                           f"(change {change}: {verdict})")
         first = part.iloc[0]
-        label_text = f"**{where(benchmark, benchmark, benchmarks)}**" + (f" under {setting}" if several else "")
-        text = (f"{label_text}: share of “{label}” answers from {level_text(float(first['dense_level']), unit)} to "
+        text = (f"{place}: share of “{label}” answers from {level_text(float(first['dense_level']), unit)} to "
                 f"{level_text(float(first['level']), unit)} (gold {number(first['gold_share'], 2)}): "
                 + "; ".join(pieces) + ".")
         found.append(Finding("bias", text, figure_anchor(f"labels_{benchmark}"), (setting, benchmark)))

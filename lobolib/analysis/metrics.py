@@ -415,9 +415,17 @@ def _check_items(n_items: int, indices: np.ndarray) -> None:
         raise LoboError(f"both models must score the same items: {n_items} vs {indices.shape[1]}")
 
 
-def _interval(point: np.ndarray, replicates: np.ndarray, ci: float) -> dict:
+def percentile_interval(replicates, ci: float, *, skip_nan: bool = False) -> tuple:
+    """The central `ci` percentile interval of bootstrap replicates along the first axis, (low,
+    high); `skip_nan` leaves NaN replicates out (np.nanpercentile) instead of giving NaN bounds."""
     tail = (1 - ci) / 2 * 100
-    low, high = np.percentile(replicates, [tail, 100 - tail], axis=0)
+    percentile = np.nanpercentile if skip_nan else np.percentile
+    low, high = percentile(replicates, [tail, 100 - tail], axis=0)
+    return low, high
+
+
+def _interval(point: np.ndarray, replicates: np.ndarray, ci: float) -> dict:
+    low, high = percentile_interval(replicates, ci)
     return {"estimate": point, "lo": low, "hi": high}
 
 

@@ -259,11 +259,9 @@ def _replicates(kind: str, gold: np.ndarray, pred: np.ndarray, counts: np.ndarra
 def _interval(replicates: np.ndarray | None, ci: float) -> tuple[np.ndarray, np.ndarray]:
     if replicates is None:
         return None, None
-    tail = (1 - ci) / 2 * 100
     with warnings.catch_warnings():  # an undefined kappa in every resample: NaN bounds
         warnings.simplefilter("ignore", RuntimeWarning)
-        low, high = np.nanpercentile(replicates, [tail, 100 - tail], axis=0)
-    return low, high
+        return metrics.percentile_interval(replicates, ci, skip_nan=True)
 
 
 def _group_tables(part, benchmark, group, models, settings, n_boot, seed, ci, cliff_fraction):
@@ -291,9 +289,7 @@ def _setting_tables(part, benchmark, group, setting, curves, n_boot, seed, ci, c
     gold = np.array([gold_frame.loc[i] for i in items], dtype=object)
     counts = metrics.resample_counts(metrics.resample_indices(len(items), n_boot, seed)) if n_boot else None
     has_first_token = "loglik_answer" in part.columns and part["loglik_answer"].notna().all()
-    level_of = _levels_of(part, setting)
-    method_of = {x: m for x, m in zip(part.loc[part["setting"] == setting, "x"],
-                                      part.loc[part["setting"] == setting, "method"])}  # fmt: skip
+    level_of, method_of = _levels_and_methods(part, setting)
     described = next((m for m in method_of.values() if m != "dense"), "dense")
     score_rows, robust_rows, all_curves, matrices = [], [], {}, {}
     for scoring, metric, column, kind in _metric_specs(benchmark, has_first_token):
@@ -330,18 +326,19 @@ def _setting_tables(part, benchmark, group, setting, curves, n_boot, seed, ci, c
     return score_rows, robust_rows, all_curves
 
 
-def _levels_of(part: pd.DataFrame, setting: str) -> pd.Series:
-    """The level of each x on one setting's curves: x is shared across settings (a sparsity of
-    0.5 and 8 bits, 1 - 8/16, are both x = 0.5), the level is not."""
-    return part[part["setting"] == setting].drop_duplicates("x").set_index("x")["level"]
+def _levels_and_methods(part: pd.DataFrame, setting: str) -> tuple[pd.Series, dict]:
+    """The level (a Series) and the method ({x: method}) of each x on one setting's curves: x is
+    shared across settings (a sparsity of 0.5 and 8 bits, 1 - 8/16, are both x = 0.5), the level
+    and the method are not."""
+    points = part[part["setting"] == setting].drop_duplicates("x").set_index("x")
+    return points["level"], points["method"].to_dict()
 
 
 def _perplexity_rows(part, benchmark, group, setting, curves, xs, windows, n_boot, seed, ci) -> list[dict]:
     """Token-weighted perplexity per curve and level, exp(sum nll / sum tokens), with a bootstrap
     interval over windows (the same resamples at every level and for every curve)."""
     counts = metrics.resample_counts(metrics.resample_indices(len(windows), n_boot, seed)) if n_boot else None
-    level_of = _levels_of(part, setting)
-    method_of = dict(zip(part.loc[part["setting"] == setting, "x"], part.loc[part["setting"] == setting, "method"]))
+    level_of, method_of = _levels_and_methods(part, setting)
     rows = []
     for model, _ in curves:
         nll = _matrix(part, model, setting, xs, windows, "nll").astype(float)

@@ -108,8 +108,7 @@ def _retained(curve: pd.DataFrame, axis: pd.DataFrame, model: str, threshold: fl
         return None
     xs = list(correct.index)
     method_at = curve.drop_duplicates("x").set_index("x")[["method", "level"]]
-    bits = np.array([_bits(axis, model, *method_at.loc[x]) for x in xs])
-    gib = np.array([_gib(axis, model, *method_at.loc[x]) for x in xs])
+    bits, gib = (_storage(axis, model, method_at, xs, column) for column in ("bits_per_weight", "model_gib"))
     matrix = correct.to_numpy(dtype=float)
     point = _safe_index(matrix.mean(axis=1)[None, :], threshold)[0]
     row = {"level": float(method_at.loc[xs[point], "level"]), "bits_per_weight": float(bits[point]),
@@ -117,10 +116,8 @@ def _retained(curve: pd.DataFrame, axis: pd.DataFrame, model: str, threshold: fl
            "kept": float(matrix[point].mean() / matrix[0].mean()) if matrix[0].mean() else math.nan}  # fmt: skip
     low = high = math.nan
     if n_boot:
-        counts = metrics.resample_counts(metrics.resample_indices(matrix.shape[1], n_boot, seed))
-        replicates = bits[_safe_index(counts @ matrix.T / matrix.shape[1], threshold)]
-        tail = (1 - ci) / 2 * 100
-        low, high = (float(v) for v in np.percentile(replicates, [tail, 100 - tail]))
+        replicates = bits[_safe_index(_resampled_accuracy(matrix, n_boot, seed), threshold)]
+        low, high = (float(v) for v in metrics.percentile_interval(replicates, ci))
     return {**row, "bits_ci_low": low, "bits_ci_high": high}
 
 
@@ -134,14 +131,20 @@ def _safe_index(accuracy: np.ndarray, threshold: float) -> np.ndarray:
     return first_below - 1
 
 
-def _bits(axis: pd.DataFrame, model: str, method: str, level: float) -> float:
-    match = axis[(axis["model"] == model) & (axis["method"] == method) & ((axis["level"] == level) | (method == DENSE))]
-    return float(match["bits_per_weight"].iloc[0]) if len(match) else math.nan
+def _storage(axis: pd.DataFrame, model: str, method_at: pd.DataFrame, xs, column: str) -> np.ndarray:
+    """`column` of the axis (bits per weight, model GiB) at each x of one model's curve, NaN where
+    the sweep reported none (the dense report serves every dense point)."""
+    values = []
+    for method, level in (method_at.loc[x] for x in xs):
+        match = axis[(axis["model"] == model) & (axis["method"] == method) & ((axis["level"] == level) | (method == DENSE))]
+        values.append(float(match[column].iloc[0]) if len(match) else math.nan)
+    return np.array(values)
 
 
-def _gib(axis: pd.DataFrame, model: str, method: str, level: float) -> float:
-    match = axis[(axis["model"] == model) & (axis["method"] == method) & ((axis["level"] == level) | (method == DENSE))]
-    return float(match["model_gib"].iloc[0]) if len(match) else math.nan
+def _resampled_accuracy(matrix: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(resamples x levels) accuracies of a (levels x items) 0/1 matrix over bootstrap resamples of its items."""
+    counts = metrics.resample_counts(metrics.resample_indices(matrix.shape[1], n_boot, seed))
+    return counts @ matrix.T / matrix.shape[1]
 
 
 def robustness_on_bits(records: pd.DataFrame, axis: pd.DataFrame, *, benchmarks: Mapping[str, Benchmark] | None = None,
@@ -166,7 +169,7 @@ def robustness_on_bits(records: pd.DataFrame, axis: pd.DataFrame, *, benchmarks:
 def _bits_auc(curve, axis, model, cliff_fraction, n_boot, seed, ci) -> dict | None:
     correct = curve.pivot_table(index="x", columns="item_id", values="correct", aggfunc="first").dropna(axis=1)
     method_at = curve.drop_duplicates("x").set_index("x")[["method", "level"]]
-    bits = np.minimum([_bits(axis, model, *method_at.loc[x]) for x in correct.index], DENSE_BITS)
+    bits = np.minimum(_storage(axis, model, method_at, correct.index, "bits_per_weight"), DENSE_BITS)
     if len(bits) < 2 or correct.shape[1] == 0 or np.isnan(bits).any():
         return None
     removed = DENSE_BITS - bits
@@ -182,10 +185,8 @@ def _bits_auc(curve, axis, model, cliff_fraction, n_boot, seed, ci) -> dict | No
     below = np.flatnonzero(point < cliff_fraction * point[0])
     row["cliff_bits"] = float(bits[below[0]]) if below.size and point[0] > 0 else math.nan
     if n_boot:
-        counts = metrics.resample_counts(metrics.resample_indices(matrix.shape[1], n_boot, seed))
-        aucs = metrics.auc_normalised(removed, counts @ matrix.T / matrix.shape[1])
-        tail = (1 - ci) / 2 * 100
-        row["ci_low"], row["ci_high"] = (float(v) for v in np.percentile(aucs, [tail, 100 - tail]))
+        aucs = metrics.auc_normalised(removed, _resampled_accuracy(matrix, n_boot, seed))
+        row["ci_low"], row["ci_high"] = (float(v) for v in metrics.percentile_interval(aucs, ci))
     return row
 
 
