@@ -162,9 +162,10 @@ def parameters_file(target: str | None) -> Path:
     return runner.shipped_parameters(target) or path
 
 
+@_starting()
 def _config(target: str | None, overrides: list[str], out: str | None = None):
     """The parameters of a file or a run folder (with --out), checked against everything they name
-    (preflight) before any work."""
+    (preflight) before any work; Ctrl-C meanwhile exits at once (`_starting`)."""
     import dataclasses
 
     from lobolib.experiment import config, preflight, runner
@@ -186,8 +187,7 @@ def _config(target: str | None, overrides: list[str], out: str | None = None):
 def _run(args) -> int:
     from lobolib.experiment import runner
 
-    with _starting():
-        config = _config(args.parameters, args.overrides, args.out)
+    config = _config(args.parameters, args.overrides, args.out)
     report = runner.run(config, progress=not args.quiet, wait=args.wait, announce="run")
     print(f"report: {report}")
     return 0
@@ -196,8 +196,7 @@ def _run(args) -> int:
 def _sweep(args) -> int:
     from lobolib.experiment import runner
 
-    with _starting():
-        config = _config(args.parameters, args.overrides, args.out)
+    config = _config(args.parameters, args.overrides, args.out)
     runner.sweep(config, progress=not args.quiet, wait=args.wait, announce="sweep")
     return 0
 
@@ -206,8 +205,7 @@ def _rescore(args) -> int:
     from lobolib.experiment import runner
     from lobolib.experiment.store import RecordStore
 
-    with _starting():
-        config = _config(args.target, args.overrides, args.out)
+    config = _config(args.target, args.overrides, args.out)
     store = RecordStore(config.output_dir)
     if not store.legacy_files() and not store.cells():
         raise LoboError(f"no records in {config.output_dir}: run `{_prog()} run` first")
