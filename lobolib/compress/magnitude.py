@@ -89,6 +89,13 @@ class _Cut:
 # Which matrices
 
 
+def synchronize(tensors) -> None:
+    """Wait for the CUDA devices these tensors live on (so a timing or a report reads finished work)."""
+    for device in {tensor.device for tensor in tensors}:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+
 def _is_linear(module: nn.Module) -> bool:
     """nn.Linear, and transformers' Conv1D (GPT-2 style, a linear layer with transposed weight)."""
     if isinstance(module, nn.Linear):
@@ -340,9 +347,7 @@ def magnitude_prune(model: nn.Module, sparsity: float, *, scope: str = "layer",
     for (_, weight), cut in zip(named_weights, cuts):
         if cut.pruned:
             _apply(weight, cut, _LAYOUTS[weight.dtype])
-    for device in {weight.device for _, weight in named_weights}:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    synchronize(weight for _, weight in named_weights)
     zeros = {name: cut.pruned if cut.threshold > 0 else max(cut.pruned, cut.equal)
              for (name, _), cut in zip(named_weights, cuts)}
     return {

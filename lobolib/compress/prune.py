@@ -236,7 +236,7 @@ def prune(model: nn.Module, sparsity: float, *, method: str = "magnitude", patte
                       {"offload": offload, "batch_size": batch_size, "grid": grid, "dampening": float(dampening)})
     named = _check_matrices(model, request)
     extras = _PRUNERS[method](model, request)
-    _synchronize(named)
+    _magnitude_kernel.synchronize(weight for _, weight in named)
     zeros = {name: _magnitude_kernel._count_zeros(weight) for name, weight in named}
     total = sum(weight.numel() for _, weight in named)
     stored = sum(weight.numel() * _bits(method, nm, grid, zeros[name] / weight.numel(), weight.shape[1], extras)
@@ -270,7 +270,3 @@ def _bits(method, nm, grid, achieved, in_features, extras) -> float:
     return storage_bits.nm(*nm) if nm else storage_bits.unstructured(achieved)
 
 
-def _synchronize(named: list[tuple[str, torch.Tensor]]) -> None:
-    for device in {weight.device for _, weight in named}:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)

@@ -27,7 +27,7 @@ from lobolib.compress import bits as storage_bits
 from lobolib.compress import layerwise, obs
 from lobolib.compress.calibration import describe
 from lobolib.compress.grid import Grid, check_group_size, fake_quantize, grid_params
-from lobolib.compress.magnitude import _checked_weights, prunable_linears
+from lobolib.compress.magnitude import _checked_weights, prunable_linears, synchronize
 from lobolib.compress.methods import QUANT_BITS, QUANT_METHODS, check_quantize_request  # noqa: F401
 from lobolib.compress.patterns import row_steps
 from lobolib.errors import LoboError
@@ -101,9 +101,7 @@ def quantize(model: nn.Module, bits: int, *, method: str = "rtn", group_size: in
     options = {"include_lm_head": include_lm_head, "calibration": calibration, "dampening": float(dampening),
                "offload": offload, "batch_size": batch_size}
     extras = _QUANTIZERS[method](model, grid, options)
-    for device in {weight.device for _, weight in named}:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    synchronize(weight for _, weight in named)
     total = sum(weight.numel() for _, weight in named)
     stored = sum(weight.numel() * storage_bits.quantized(bits, group_size or weight.shape[1])
                  for _, weight in named)

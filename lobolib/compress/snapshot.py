@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lobolib.compress.magnitude import prunable_linears
+from lobolib.compress.magnitude import prunable_linears, synchronize
 from lobolib.errors import LoboError
 
 
@@ -87,9 +87,7 @@ class Snapshot:
                 raise LoboError(f"snapshot tensor {name} has shape {tuple(value.shape)}, the model's "
                                 f"{tuple(tensor.shape)}: not the same model")
             tensor.detach().copy_(value, non_blocking=self.reader is None)
-        for device in {t.device for t in targets.values()}:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+        synchronize(targets.values())
 
 
 def _safetensors_index(folder: Path) -> dict[str, Path]:
